@@ -1,0 +1,3 @@
+from lanistr.cli import entry
+
+entry()

@@ -1,0 +1,22 @@
+"""The model, pure torch, no I/O except safetensors checkpoints in ``checkpoint``."""
+
+from lanistr.nn.models import (
+    LanistrForMaskedLM,
+    LanistrForPreTraining,
+    LanistrForSequenceClassification,
+    LanistrForTokenClassification,
+    LanistrModel,
+    load_model,
+)
+from lanistr.nn.outputs import EncoderOutput, ModelOutput
+
+__all__ = [
+    "EncoderOutput",
+    "LanistrForMaskedLM",
+    "LanistrForPreTraining",
+    "LanistrForSequenceClassification",
+    "LanistrForTokenClassification",
+    "LanistrModel",
+    "ModelOutput",
+    "load_model",
+]

@@ -1,0 +1,44 @@
+"""The encoder stack: embeddings -> N encoder layers (-> final LayerNorm for pre-norm)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lanistr.config import LanistrConfig
+from lanistr.nn.embeddings import Embeddings
+from lanistr.nn.layers import EncoderLayer, TokenLayout
+from lanistr.nn.outputs import EncoderOutput
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: LanistrConfig):
+        super().__init__()
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.num_layers))
+        self.final_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+                           if config.norm == "pre" else None)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, *, output_attentions: bool = False,
+                output_hidden_states: bool = False, causal: bool = False) -> EncoderOutput:
+        b, t = input_ids.shape
+        layout = TokenLayout.from_mask(attention_mask, b, t)
+        x = layout.unpad(self.embeddings(input_ids, token_type_ids))  # (N, D) real tokens only
+        hidden = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            x, weights = layer(x, layout, causal=causal, need_weights=output_attentions)
+            if hidden is not None:
+                hidden.append(x)
+            if attentions is not None:
+                attentions.append(weights)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            if hidden is not None:
+                hidden[-1] = x
+        return EncoderOutput(
+            last_hidden_state=layout.pad(x),
+            hidden_states=tuple(layout.pad(h) for h in hidden) if hidden is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+        )
