@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "config",
     "backends",
     "convert",
+    "data",
 ]
 
 
