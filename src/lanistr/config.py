@@ -96,7 +96,7 @@ def from_dict(cls, data: dict | None, where: str = ""):
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     _check(not unknown, f"unknown key{'s' if len(unknown) > 1 else ''} "
-           f"{', '.join(prefix + k for k in unknown)} (valid: {', '.join(sorted(names))})")
+           f"{', '.join(prefix + k for k in unknown)} (valid: {', '.join(sorted(names)) or 'none'})")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
 
