@@ -1,10 +1,15 @@
 import pytest
 import torch
+from tests.conftest import padded_batch
 
 from lanistr.checkpoint import WEIGHTS_NAME
 from lanistr.errors import CheckpointError
-from lanistr.nn import LanistrForMaskedLM, LanistrForSequenceClassification, LanistrModel, load_model
-from tests.conftest import padded_batch
+from lanistr.nn import (
+    LanistrForMaskedLM,
+    LanistrForSequenceClassification,
+    LanistrModel,
+    load_model,
+)
 
 
 def test_save_load_round_trip_is_bitwise(tmp_path, tiny_config):

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tests.conftest import padded_batch
 
 from lanistr.cli import main
 from lanistr.errors import CheckpointError
 from lanistr.nn import LanistrForMaskedLM, load_model
-from tests.conftest import padded_batch
 
 transformers = pytest.importorskip("transformers")
 

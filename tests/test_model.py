@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from tests.conftest import padded_batch
 
 from lanistr.config import LanistrConfig
 from lanistr.nn import (
@@ -15,7 +16,6 @@ from lanistr.nn import (
 )
 from lanistr.nn.attention import AttentionCapabilityError, get_backend
 from lanistr.nn.embeddings import sinusoidal_table
-from tests.conftest import padded_batch
 
 
 def test_sinusoidal_table_matches_design_formula():
