@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "backends",
     "convert",
     "data",
+    "tokenizer",
 ]
 
 
