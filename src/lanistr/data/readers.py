@@ -219,7 +219,8 @@ def _read_delimited(path: Path, fields: Sequence[str], delimiter: str) -> list[R
 def read_conll(path: str | os.PathLike) -> list[Sentence]:
     """Sentences of a CoNLL-style file: one token per line, the word in the first column
     and the tag in the last (tab- or whitespace-separated), a blank line between sentences.
-    ``#`` comment lines and ``-DOCSTART-`` lines are skipped."""
+    ``#`` comment lines and ``-DOCSTART-`` lines are skipped; a token ``#`` must be
+    written tab-separated (``#<TAB>tag``) to be told apart from a comment."""
     path = Path(path)
     sentences: list[Sentence] = []
     words: list[str] = []
@@ -237,9 +238,9 @@ def read_conll(path: str | os.PathLike) -> list[Sentence]:
         if not line:
             close()
             continue
-        cols = line.split("\t") if "\t" in line else line.split()
-        if line.startswith("#") and cols[0].strip() != "#":
+        if line.startswith("#") and line.split("\t")[0].strip() != "#":
             continue  # a comment; a token "#" is written "#<TAB>tag"
+        cols = line.split("\t") if "\t" in line else line.split()
         if cols[0].strip() == "-DOCSTART-":
             close()
             continue
