@@ -1,0 +1,84 @@
+"""What every training command shares: config resolution, distributed set-up, resume, and
+writing the final model. Commands build a model and a :class:`~lanistr.tasks.trainer.Task`,
+then call :func:`run_training`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lanistr.config import TrainConfig, apply_overrides, dump_yaml, from_dict, load_config_file
+from lanistr.distributed import DistContext, setup, teardown
+from lanistr.errors import ConfigError
+from lanistr.io import write_text
+from lanistr.tasks.trainer import Task, Trainer, configure_logging
+
+log = logging.getLogger("lanistr")
+
+
+def load_run_config(path: str | None, overrides: list[str] | None, sections: set[str],
+                    defaults: dict | None = None) -> dict:
+    """A run config: YAML file + ``--set`` overrides, restricted to known top-level sections."""
+    data = load_config_file(path) if path else {}
+    data = {**(defaults or {}), **data}
+    apply_overrides(data, overrides)
+    unknown = sorted(set(data) - sections)
+    if unknown:
+        raise ConfigError(f"{path or '--set'}: unknown section{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} (valid: {', '.join(sorted(sections))})")
+    return data
+
+
+def train_config(data: dict) -> TrainConfig:
+    return from_dict(TrainConfig, data.get("train") or {}, "train")
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    model_dir: Path
+    steps: int
+    stop_reason: str
+    metrics: dict
+
+
+def start(train: TrainConfig, output_dir: Path) -> DistContext:
+    ctx = setup(train.dist_backend)
+    configure_logging(ctx, output_dir)
+    return ctx
+
+
+def run_training(model, task: Task, train: TrainConfig, output_dir: str | Path, ctx: DistContext,
+                 *, resume: bool = False, run_config: dict | None = None) -> RunResult:
+    """Train ``model`` on ``task``; write ``output_dir/model`` (the best model when the task
+    has an eval metric, else the last) and return the final evaluation."""
+    output_dir = Path(output_dir)
+    trainer = Trainer(model, task, train, output_dir, ctx, run_config=run_config)
+    if ctx.is_main and run_config is not None:
+        write_text(output_dir / "run_config.yaml", dump_yaml(run_config))
+    if resume and not trainer.resume():
+        log.warning("--resume: no checkpoint in %s, starting from scratch", trainer.checkpoint_root)
+    try:
+        state = trainer.fit()
+        metrics = state.history[-1] if state.history else {}
+        model_dir = output_dir / "model"
+        best = output_dir / "best"
+        if ctx.is_main:
+            if task.best_metric and best.is_dir():
+                import shutil
+
+                from lanistr.io import atomic_path
+
+                with atomic_path(model_dir) as tmp:
+                    shutil.copytree(best, tmp)
+                metrics = next((h for h in state.history if h["step"] == state.best_step), metrics)
+            else:
+                trainer.save_model(model_dir)
+            log.info("finished after %d steps (%s); model saved in %s", state.step,
+                     trainer.stop_reason, model_dir)
+        ctx.barrier()
+        return RunResult(output_dir, model_dir, state.step, trainer.stop_reason,
+                         {k: v for k, v in metrics.items() if k.startswith("eval_")})
+    finally:
+        teardown(ctx)

@@ -1,0 +1,585 @@
+"""The one training loop shared by pretraining, fine-tuning and domain adaptation.
+
+A :class:`Task` says how to make batches and losses; the :class:`Trainer` does everything else:
+AdamW with warmup + decay, clipping, gradient accumulation, optional bf16 autocast, DDP under
+``torchrun``, progress bar and CSV/TensorBoard logs, evaluation at intervals, early stopping,
+and checkpoints that resume *exactly*.
+
+Exactness and scale-out rest on three rules:
+
+* The data order is global: every epoch is a permutation of all examples seeded by
+  ``(seed, epoch)``, and a step takes the next ``batch_size x world_size x grad_accum``
+  examples (the *cursor* is stored in the checkpoint, not per rank). Each rank takes a
+  disjoint slice, so any number of ranks sees the same global batch.
+* Losses are sums divided by *global* counts (e.g. masked tokens in the whole global batch),
+  so 2 ranks x batch B computes the same gradient as 1 rank x batch 2B.
+* Randomness in batches (e.g. MLM masking) is seeded per example by the task, and the
+  checkpoint carries every RNG state, the optimizer, the scheduler and the cursor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lanistr.config import TrainConfig, to_dict
+from lanistr.distributed import DistContext
+from lanistr.errors import CheckpointError, TrainingError
+from lanistr.io import atomic_path, write_json
+
+log = logging.getLogger("lanistr")
+
+Batch = dict[str, torch.Tensor]
+
+
+class Task:
+    """What the training loop needs from a task. Subclasses override the methods below."""
+
+    #: eval metric used for early stopping / best checkpoint (None = keep the last)
+    best_metric: str | None = None
+    greater_is_better: bool = True
+
+    def train_size(self) -> int:
+        raise NotImplementedError
+
+    def collate(self, indices: list[int], epoch: int) -> Batch:
+        """The training micro-batch made of these example indices."""
+        raise NotImplementedError
+
+    def counts(self, batch: Batch) -> dict[str, float]:
+        """Normalisers of each loss term (e.g. masked tokens), known before the forward."""
+        raise NotImplementedError
+
+    def loss_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Summed (not averaged) loss of each term; the loop divides by global counts."""
+        raise NotImplementedError
+
+    def eval_batches(self, rank: int, world_size: int) -> Iterable[Batch]:
+        """This rank's shard of the evaluation data (empty = no evaluation)."""
+        return ()
+
+    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Summed statistics of one evaluation batch; reduced over batches and ranks."""
+        return {}
+
+    def finalize_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: float(v) for k, v in sums.items()}
+
+    def num_tokens(self, batch: Batch) -> int:
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+
+    def param_groups(self, model: nn.Module, train: TrainConfig) -> list[dict]:
+        """Optimizer parameter groups: no weight decay on biases and LayerNorms."""
+        return default_param_groups(model, train.weight_decay)
+
+    def save_extra(self, directory: Path) -> None:
+        """Write task files (tokenizer, label set) into a checkpoint directory."""
+
+
+def default_param_groups(model: nn.Module, weight_decay: float, lr_scale: dict | None = None):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def lr_lambda(train: TrainConfig, total_steps: int):
+    warmup = train.warmup_steps or int(train.warmup_ratio * total_steps)
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if train.schedule == "constant" or total_steps <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if train.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    return f
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    cursor: int = 0  # examples of the current epoch already consumed (global)
+    best_value: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    history: list = field(default_factory=list)
+
+
+class GlobalOrder:
+    """Deterministic global example order: a permutation per epoch seeded by (seed, epoch)."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self._epoch, self._perm = -1, None
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            if self.shuffle:
+                self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+            else:
+                self._perm = np.arange(self.size)
+            self._epoch = epoch
+        return self._perm
+
+    def next_batch(self, state: TrainState, global_batch: int) -> np.ndarray:
+        """Indices of the next global batch; a remainder smaller than a batch is skipped
+        (the next epoch's permutation differs, so every example is still seen)."""
+        if global_batch > self.size:
+            raise TrainingError(f"the global batch ({global_batch} examples) is larger than "
+                                f"the training set ({self.size}); lower train.batch_size")
+        if state.cursor + global_batch > self.size:
+            state.epoch += 1
+            state.cursor = 0
+        idx = self.permutation(state.epoch)[state.cursor:state.cursor + global_batch]
+        state.cursor += global_batch
+        return idx
+
+
+class _StopFlag:
+    """SIGINT sets a flag; the loop saves a checkpoint at the next step boundary and stops."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if hasattr(signal, "SIGINT") and _in_main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, task: Task, train: TrainConfig, output_dir: str | Path,
+                 ctx: DistContext | None = None, *, run_config: dict | None = None):
+        self.model = model
+        self.task = task
+        self.train = train
+        self.output_dir = Path(output_dir)
+        self.ctx = ctx or DistContext()
+        self.run_config = run_config or {}
+        self.state = TrainState()
+        self.order = GlobalOrder(task.train_size(), train.seed)
+        self.global_batch = train.batch_size * self.ctx.world_size * train.grad_accum
+        if train.num_threads:
+            torch.set_num_threads(train.num_threads)
+        torch.manual_seed(train.seed)
+        self.model.to(self.ctx.device)
+        self.ddp = self._wrap(model)
+        self.optimizer = torch.optim.AdamW(task.param_groups(model, train), lr=train.lr,
+                                           betas=tuple(train.adam_betas), eps=train.adam_eps)
+        self.total_steps = self._total_steps()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(train, self.total_steps))
+        self.stop_reason = ""
+        self._tb = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.ctx.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DDP(model, device_ids=ids, find_unused_parameters=True)
+
+    def _total_steps(self) -> int:
+        steps = self.train.max_steps
+        if self.train.epochs:
+            per_epoch = max(1, self.task.train_size() // self.global_batch)
+            by_epochs = math.ceil(self.train.epochs * per_epoch)
+            steps = min(steps, by_epochs) if steps else by_epochs
+        return steps
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> TrainState:
+        train, ctx = self.train, self.ctx
+        if ctx.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            log.info("global batch = %d per rank x %d ranks x %d accumulation = %d examples",
+                     train.batch_size, ctx.world_size, train.grad_accum, self.global_batch)
+        bar = self._progress()
+        start = time.perf_counter()
+        window_tokens, window_start = 0, time.perf_counter()
+        with _StopFlag() as stop:
+            while self.state.step < self.total_steps:
+                loss, tokens = self._step()
+                self.state.step += 1
+                window_tokens += tokens
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / elapsed if elapsed > 0 else 0.0
+                lr = self.scheduler.get_last_lr()[0]
+                row = {"step": self.state.step, "loss": loss, "lr": lr, "tokens_per_s": tps}
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                if self.state.step % train.log_every == 0:
+                    window_tokens, window_start = 0, time.perf_counter()
+                done = self.state.step >= self.total_steps
+                out_of_time = (train.max_minutes and
+                               time.perf_counter() - start > 60 * train.max_minutes)
+                stop_now = self._agree(stop.requested or bool(out_of_time))
+                if train.eval_every and (self.state.step % train.eval_every == 0 or done
+                                         or stop_now):
+                    row.update(self.evaluate())
+                    if self._early_stop(row):
+                        stop_now, self.stop_reason = True, "early stopping"
+                self._log(row)
+                if (train.save_every and self.state.step % train.save_every == 0) or done or stop_now:
+                    self.save_checkpoint()
+                if stop_now:
+                    self.stop_reason = self.stop_reason or (
+                        "interrupted" if stop.requested else "time budget reached")
+                    break
+        if bar is not None:
+            bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        self.stop_reason = self.stop_reason or "max steps reached"
+        if stop.requested and self.stop_reason == "interrupted":
+            log.warning("interrupted at step %d; checkpoint saved in %s (continue with --resume)",
+                        self.state.step, self.latest_checkpoint())
+            raise KeyboardInterrupt
+        return self.state
+
+    def _agree(self, flag: bool) -> bool:
+        """Every rank stops together if any rank wants to."""
+        if not self.ctx.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.ctx.device)
+        return bool(self.ctx.all_reduce_(t).item() > 0)
+
+    def _micro_batches(self) -> list[Batch]:
+        idx = self.order.next_batch(self.state, self.global_batch)
+        b, world, rank = self.train.batch_size, self.ctx.world_size, self.ctx.rank
+        out = []
+        for a in range(self.train.grad_accum):
+            chunk = idx[(a * world + rank) * b:(a * world + rank + 1) * b]
+            batch = self.task.collate(chunk.tolist(), self.state.epoch)
+            out.append({k: v.to(self.ctx.device) if torch.is_tensor(v) else v
+                        for k, v in batch.items()})
+        return out
+
+    def _step(self) -> tuple[float, int]:
+        ctx, model = self.ctx, self.ddp
+        model.train()
+        micro = self._micro_batches()
+        # Global normalisers, known before any forward: the loss is sum / global count.
+        counts: dict[str, float] = {}
+        for batch in micro:
+            for k, v in self.task.counts(batch).items():
+                counts[k] = counts.get(k, 0.0) + float(v)
+        keys = sorted(counts)
+        totals = ctx.reduce_dict({k: torch.tensor(counts[k], dtype=torch.float64) for k in keys})
+        totals = {k: max(float(v), 1.0) for k, v in totals.items()}
+        loss_sums = {k: 0.0 for k in keys}
+        tokens = 0
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            no_sync = model.no_sync() if (ctx.enabled and not sync) else contextlib.nullcontext()
+            with no_sync, self._autocast():
+                sums = self.task.loss_sums(model, batch)
+                loss = sum(sums[k] / totals[k] for k in sums) * ctx.world_size
+            if not torch.isfinite(loss.detach()).all():
+                self._non_finite(sums)
+            loss.backward()
+            for k in sums:
+                loss_sums[k] += float(sums[k].detach())
+            tokens += self.task.num_tokens(batch)
+        reduced = ctx.reduce_dict({k: torch.tensor(v, dtype=torch.float64)
+                                   for k, v in loss_sums.items()})
+        total_loss = sum(float(reduced[k]) / totals[k] for k in reduced)
+        if self.train.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        tokens = int(ctx.reduce_dict({"t": torch.tensor(float(tokens))})["t"])
+        return total_loss, tokens
+
+    def _non_finite(self, sums) -> None:
+        last = self.latest_checkpoint()
+        where = f"; the last good checkpoint is {last}" if last else ""
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sums.items())
+        raise TrainingError(f"non-finite loss at step {self.state.step + 1} ({terms}); "
+                            f"training stopped without saving{where}. Lower train.lr, or use "
+                            "train.precision=fp32")
+
+    def _autocast(self):
+        if self.train.precision == "bf16":
+            return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        for n, batch in enumerate(self.task.eval_batches(self.ctx.rank, self.ctx.world_size)):
+            if self.train.eval_batches and n >= self.train.eval_batches:
+                break
+            batch = {k: v.to(self.ctx.device) if torch.is_tensor(v) else v
+                     for k, v in batch.items()}
+            with self._autocast():
+                for k, v in self.task.eval_sums(self.model, batch).items():
+                    v = v.detach().double().cpu()
+                    sums[k] = sums[k] + v if k in sums else v
+        sums = self._reduce_eval(sums)
+        self.model.train(was_training)
+        if not sums:
+            return {}
+        return {f"eval_{k}": v for k, v in self.task.finalize_metrics(sums).items()}
+
+    def _reduce_eval(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.ctx.enabled:
+            return sums
+        # Ranks may hold different key sets if a shard is empty: agree on the keys first.
+        import torch.distributed as dist
+
+        names: list = [None] * self.ctx.world_size
+        dist.all_gather_object(names, {k: tuple(v.shape) for k, v in sums.items()})
+        shapes = {k: s for d in names for k, s in d.items()}
+        full = {k: sums.get(k, torch.zeros(s, dtype=torch.float64)) for k, s in shapes.items()}
+        return self.ctx.reduce_dict(full)
+
+    def _early_stop(self, row: dict) -> bool:
+        name = self.task.best_metric
+        key = f"eval_{name}" if name else None
+        if key is None or key not in row:
+            return False
+        value = row[key]
+        better = (self.state.best_value is None or
+                  (value > self.state.best_value if self.task.greater_is_better
+                   else value < self.state.best_value))
+        if better:
+            self.state.best_value, self.state.best_step, self.state.bad_evals = value, self.state.step, 0
+            if self.ctx.is_main:
+                self.save_model(self.output_dir / "best")
+        else:
+            self.state.bad_evals += 1
+        patience = getattr(self.task, "patience", 0)
+        return bool(patience and self.state.bad_evals >= patience)
+
+    # -- logging -------------------------------------------------------------------------------
+
+    def _progress(self):
+        if not (self.ctx.is_main and self.train.progress):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step",
+                    dynamic_ncols=True)
+
+    def _log(self, row: dict) -> None:
+        if any(k.startswith("eval_") for k in row):
+            self.state.history.append(row)
+        if not self.ctx.is_main:
+            return
+        path = self.output_dir / "metrics.csv"
+        fields = ["loss", "lr", "tokens_per_s"]
+        extra = sorted(k for k in row if k not in fields and k != "step")
+        new = not path.exists()
+        with path.open("a", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["step", "name", "value"])
+            for k in fields + extra:
+                writer.writerow([row["step"], k, f"{row[k]:.6g}" if isinstance(row[k], float)
+                                 else row[k]])
+        if any(k.startswith("eval_") for k in row):
+            log.info("step %d: %s", row["step"], ", ".join(
+                f"{k}={row[k]:.4f}" for k in extra if isinstance(row[k], float)))
+        tb = self._tensorboard()
+        if tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    tb.add_scalar(k, v, row["step"])
+
+    def _tensorboard(self):
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional (extra `tb`)
+                self._tb = False
+                return None
+            self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
+        return self._tb or None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_model(self, directory: Path) -> None:
+        """A usable model directory: weights + config + task files (tokenizer, labels)."""
+        with atomic_path(directory) as tmp:
+            self.model.save_pretrained(tmp)
+            self.task.save_extra(tmp)
+
+    def save_checkpoint(self) -> Path | None:
+        """Model + optimizer + scheduler + RNGs + data cursor, written atomically (rank 0)."""
+        path = self.checkpoint_root / f"step-{self.state.step:07d}"
+        if self.ctx.is_main:
+            from safetensors.torch import save_file
+
+            with atomic_path(path) as tmp:
+                self.model.save_pretrained(tmp)
+                self.task.save_extra(tmp)
+                tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
+                tensors["rng.torch"] = torch.get_rng_state()
+                save_file(tensors, str(tmp / "trainer_state.safetensors"))
+                write_json(tmp / "trainer_state.json", {
+                    "state": {k: v for k, v in vars(self.state).items() if k != "history"},
+                    "optimizer": meta,
+                    "scheduler": self.scheduler.state_dict(),
+                    "python_random": _jsonable(random.getstate()),
+                    "numpy_random": _jsonable(np.random.get_state()),
+                    "world_size": self.ctx.world_size,
+                    "train": to_dict(self.train),
+                    "run_config": self.run_config,
+                })
+            self._prune()
+        self.ctx.barrier()
+        return path
+
+    def _prune(self) -> None:
+        ckpts = sorted(self.checkpoint_root.glob("step-*"))
+        for old in ckpts[:-self.train.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = sorted(p for p in self.checkpoint_root.glob("step-*")
+                       if (p / "trainer_state.json").is_file())
+        return ckpts[-1] if ckpts else None
+
+    def resume(self, path: Path | None = None) -> bool:
+        """Restore everything from ``path`` (default: the latest checkpoint). Any number of
+        ranks can resume a checkpoint written by any other number."""
+        from safetensors.torch import load_file
+
+        from lanistr.checkpoint import load_state, read_weights
+
+        path = path or self.latest_checkpoint()
+        if path is None:
+            return False
+        try:
+            meta = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            tensors = load_file(str(path / "trainer_state.safetensors"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable trainer state ({exc})") from None
+        load_state(self.model, read_weights(path), str(path))
+        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        self.scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        random.setstate(_tuplify(meta["python_random"]))
+        np_state = meta["numpy_random"]
+        np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+        for k, v in meta["state"].items():
+            setattr(self.state, k, v)
+        if self.ctx.is_main:
+            log.info("resumed from %s at step %d (epoch %d, cursor %d)", path, self.state.step,
+                     self.state.epoch, self.state.cursor)
+        return True
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, plain_state = {}, {}
+    for pid, st in sd["state"].items():
+        plain_state[str(pid)] = {}
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                plain_state[str(pid)][name] = value
+    return tensors, {"param_groups": sd["param_groups"], "plain": plain_state}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, plain in meta["plain"].items():
+        state.setdefault(int(pid), {}).update(plain)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (tuple, list)):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _tuplify(obj):
+    if isinstance(obj, list):
+        return tuple(_tuplify(x) for x in obj)
+    return obj
+
+
+def configure_logging(ctx: DistContext, output_dir: Path | None = None) -> None:
+    """Rank 0 logs INFO to stderr (and ``train.log``); other ranks only warnings."""
+    level = logging.INFO if ctx.is_main else logging.WARNING
+    logger = logging.getLogger("lanistr")
+    logger.setLevel(level)
+    if not any(getattr(h, "_lanistr", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._lanistr = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+    if output_dir is not None and ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        fh._lanistr = True  # type: ignore[attr-defined]
+        logger.addHandler(fh)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
