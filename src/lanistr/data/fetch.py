@@ -258,9 +258,15 @@ def unpack(spec: DatasetSpec, archive: Path, dest: Path) -> Path:
                     shutil.copyfileobj(src, out)
     else:
         with tarfile.open(archive, "r:*") as tf:
-            names = [m for m in tf.getmembers() if m.isfile() and wanted(m.name)]
-            tf.extractall(dest, members=names, filter="data")
-            names = [m.name for m in names]
+            members = [m for m in tf.getmembers() if m.isfile() and wanted(m.name)]
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, members=members, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4: check paths ourselves (regular files only)
+                for m in members:
+                    if ".." in Path(m.name).parts or Path(m.name).is_absolute():
+                        raise LanistrError(f"{archive.name}: unsafe member path {m.name!r}")
+                tf.extractall(dest, members=members)
+            names = [m.name for m in members]
     missing = [m for m in spec.members if not any(_member_match(n, m) for n in names)]
     if missing:
         raise LanistrError(
