@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +19,6 @@ def register(subparsers) -> None:
         "[MASK] (ids 0..4). .txt files hold documents separated by blank lines; .jsonl files "
         "hold one record per line with a 'text' field. The same input always gives the same "
         "tokenizer.json. Writes tokenizer.json, vocab.txt and tokenizer_config.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument(
         "--input",
@@ -52,7 +49,7 @@ def register(subparsers) -> None:
         type=int,
         default=2,
         metavar="N",
-        help="least count of a pair for it to be merged",
+        help="least count of a pair for it to be merged (default: 2)",
     )
     train.set_defaults(func=_train)
 
@@ -73,7 +70,11 @@ def register(subparsers) -> None:
         "--pair", metavar="TEXT", help="a second text, encoded as [CLS] TEXT [SEP] PAIR [SEP]"
     )
     encode.add_argument(
-        "--max-length", type=int, default=512, metavar="N", help="cut the encoding to N tokens"
+        "--max-length",
+        type=int,
+        default=512,
+        metavar="N",
+        help="cut the encoding to N tokens (default: 512)",
     )
     encode.set_defaults(func=_encode)
 
