@@ -1,0 +1,74 @@
+"""Data-parallel training under real torchrun (2 processes, gloo) equals one process."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from tests.helpers import pretrain_sets, read_metric
+
+from lanistr.checkpoint import read_weights
+from lanistr.cli import main
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed is not available")
+
+
+def torchrun(nproc: int, args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", "-m", "lanistr", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cli_args(sets):
+    out = []
+    for s in sets:
+        out += ["--set", s]
+    return out
+
+
+def test_two_ranks_equal_one_rank_with_double_batch_and_resume_across_rank_counts(tmp_path):
+    common = pretrain_sets(tmp_path, max_steps=10, save_every=5, eval_every=5, keep_last=5)
+    # 2 ranks x batch 4 ...
+    proc = torchrun(2, ["pretrain", "--output", str(tmp_path / "ddp"),
+                        *cli_args(common + ["train.batch_size=4"])])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 per rank x 2 ranks x 1 accumulation = 8 examples" in proc.stderr
+    # ... equal 1 rank x batch 8.
+    assert main(["pretrain", "--output", str(tmp_path / "one"),
+                 *cli_args(common + ["train.batch_size=8"])]) == 0
+    ddp, one = read_metric(tmp_path / "ddp", "loss"), read_metric(tmp_path / "one", "loss")
+    assert len(ddp) == len(one) == 10
+    assert max(abs(a - b) for a, b in zip(ddp, one)) < 1e-5
+    a, b = read_weights(tmp_path / "ddp" / "model"), read_weights(tmp_path / "one" / "model")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
+    # Distributed evaluation (sums and counts all-reduced) equals single-process evaluation.
+    for name in ("eval_mlm_loss", "eval_mlm_accuracy"):
+        for x, y in zip(read_metric(tmp_path / "ddp", name), read_metric(tmp_path / "one", name)):
+            assert abs(x - y) < 1e-5
+
+    # Resume the 2-rank checkpoint of step 5 on 1 rank: same trajectory as the 1-rank run.
+    resumed = tmp_path / "resumed" / "checkpoints"
+    resumed.mkdir(parents=True)
+    shutil.copytree(tmp_path / "ddp" / "checkpoints" / "step-0000005", resumed / "step-0000005")
+    assert main(["pretrain", "--output", str(tmp_path / "resumed"), "--resume",
+                 *cli_args(common + ["train.batch_size=8"])]) == 0
+    tail = read_metric(tmp_path / "resumed", "loss")
+    assert len(tail) == 5 and max(abs(x - y) for x, y in zip(tail, one[5:])) < 1e-5
+    c = read_weights(tmp_path / "resumed" / "model")
+    for k in b:
+        torch.testing.assert_close(c[k], b[k], atol=1e-5, rtol=0)
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
+    common = pretrain_sets(tmp_path, max_steps=4, eval_every=0)
+    assert main(["pretrain", "--output", str(tmp_path / "acc"),
+                 *cli_args(common + ["train.batch_size=4", "train.grad_accum=2"])]) == 0
+    assert main(["pretrain", "--output", str(tmp_path / "big"),
+                 *cli_args(common + ["train.batch_size=8"])]) == 0
+    acc, big = read_metric(tmp_path / "acc", "loss"), read_metric(tmp_path / "big", "loss")
+    assert max(abs(x - y) for x, y in zip(acc, big)) < 1e-5
