@@ -362,7 +362,8 @@ class MLMCollator:
     ``whole_word_mask`` whole words (a word-start piece and the pieces after it, from the
     examples' ``word_start``) are taken in random order while they fit the budget, as in
     Hugging Face's whole-word collator, so a long word is never split and the count can fall
-    short of the budget by less than one word. Each selected token becomes ``[MASK]`` with
+    short of the budget by less than one word (examples without ``word_start`` are masked
+    token by token). Each selected token becomes ``[MASK]`` with
     probability 0.8, a random non-special token with 0.1, and stays unchanged with 0.1.
 
     The random stream of an example is seeded from ``(seed, epoch, index)`` only, so an
