@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class PretrainDataConfig:
             self.train = [self.train]
         if isinstance(self.eval, str):
             self.eval = [self.eval]
+        self.train = [os.path.expanduser(f) for f in self.train]
+        self.eval = [os.path.expanduser(f) for f in self.eval]
         if self.max_len < 8:
             raise ConfigError(f"data.max_len={self.max_len} must be >= 8")
         if not 0 < self.mlm_probability < 1:
