@@ -72,3 +72,43 @@ def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
                  *cli_args(common + ["train.batch_size=8"])]) == 0
     acc, big = read_metric(tmp_path / "acc", "loss"), read_metric(tmp_path / "big", "loss")
     assert max(abs(x - y) for x, y in zip(acc, big)) < 1e-5
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
+def test_a_dead_rank_stops_the_run_without_a_hang_and_checkpoints_stay_intact(tmp_path):
+    import signal
+    import time
+
+    sets = pretrain_sets(tmp_path, max_steps=100000, save_every=2, eval_every=0, batch_size=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "lanistr", "pretrain", "--output", str(tmp_path / "run"), *cli_args(sets)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    ckpts = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 180
+    while time.time() < deadline and not any(ckpts.glob("step-*")):
+        time.sleep(0.5)
+    assert any(ckpts.glob("step-*")), "no checkpoint was written"
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    os.kill(max(workers), signal.SIGKILL)  # one rank dies hard
+    killed = time.time()
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert time.time() - killed < 60
+    for ck in ckpts.glob("step-*"):
+        read_weights(ck)  # every checkpoint left behind is complete and loadable
