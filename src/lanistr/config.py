@@ -248,6 +248,25 @@ class AttentionConfig:
 
 
 @dataclass
+class HierarchicalConfig:
+    """Long documents: overlapping segments -> encoder -> segment vectors -> a small
+    document-level transformer -> classifier."""
+
+    segment_len: int = 128  # tokens per segment, [CLS] and [SEP] included
+    stride: int = 96  # tokens between segment starts (overlap = segment_len - 2 - stride)
+    max_segments: int = 16
+    doc_layers: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.segment_len >= 4, f"hierarchical.segment_len={self.segment_len} must be >= 4")
+        _check(0 < self.stride <= self.segment_len - 2,
+               f"hierarchical.stride={self.stride} must be in [1, segment_len - 2 = "
+               f"{self.segment_len - 2}]")
+        _check(self.max_segments >= 1, f"hierarchical.max_segments={self.max_segments} must be >= 1")
+        _check(self.doc_layers >= 0, f"hierarchical.doc_layers={self.doc_layers} must be >= 0")
+
+
+@dataclass
 class LanistrConfig:
     """The encoder architecture (and which task head a checkpoint carries)."""
 
@@ -269,19 +288,23 @@ class LanistrConfig:
     pad_token_id: int = 0
     initializer_range: float = 0.02
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    # seq2seq (LanistrForSeq2Seq): decoder layers, 0 = as many as the encoder
+    decoder_layers: int = 0
     # heads
     use_pooler: bool = False
     pooling: Literal["first", "mean"] = "first"
     classifier_dropout: float | None = None
     labels: list[str] = field(default_factory=list)
     architecture: str = "LanistrModel"
-    # long documents (hierarchical encoder), optional
-    long: dict = field(default_factory=dict)
+    # long documents: "hierarchical" encodes overlapping segments, then the document
+    long: Literal["none", "hierarchical"] = "none"
+    hierarchical: HierarchicalConfig = field(default_factory=lambda: HierarchicalConfig())
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_dim", "max_len"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"{name}={value!r} must be a positive integer")
+        _check(self.decoder_layers >= 0, f"decoder_layers={self.decoder_layers} must be >= 0")
         _check(self.hidden_size % self.num_heads == 0,
                f"num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}")
         for name in ("dropout", "attention_dropout"):
@@ -296,6 +319,10 @@ class LanistrConfig:
                    f"position=sinusoidal needs an even hidden_size, got {self.hidden_size}")
         if isinstance(self.attention, dict):
             self.attention = AttentionConfig.from_dict(self.attention)
+        if self.long == "hierarchical":
+            _check(self.hierarchical.segment_len <= self.max_len,
+                   f"hierarchical.segment_len={self.hierarchical.segment_len} exceeds "
+                   f"max_len={self.max_len}")
 
     @property
     def head_dim(self) -> int:
