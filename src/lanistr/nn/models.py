@@ -156,40 +156,35 @@ class LanistrForPreTraining(LanistrForMaskedLM):
         return out
 
 
-class LanistrForSequenceClassification(_WithEncoder):
+class _Classifier(_WithEncoder):
+    """Encoder + a linear classifier over ``config.labels``."""
+
+    head_prefixes = ("classifier.", "model.pooler.")
+    per_token: ClassVar[bool] = False
+
+    def __init__(self, config: LanistrConfig):
+        super().__init__(config)
+        self.classifier = ClassificationHead(config, max(config.num_labels, 1))
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, *,
+                output_attentions=False, output_hidden_states=False) -> ModelOutput:
+        out = self.encode(input_ids, attention_mask, token_type_ids,
+                          output_attentions=output_attentions,
+                          output_hidden_states=output_hidden_states)
+        # (B, T, L) per token, else (B, L) from the pooled sequence vector
+        out.logits = self.classifier(out.last_hidden_state if self.per_token else out.pooled)
+        return out
+
+
+class LanistrForSequenceClassification(_Classifier):
     """Classify from the first token (the design), mean pooling, or the BERT pooler."""
 
-    head_prefixes = ("classifier.", "model.pooler.")
 
-    def __init__(self, config: LanistrConfig):
-        super().__init__(config)
-        self.classifier = ClassificationHead(config, max(config.num_labels, 1))
-        self.post_init()
+class LanistrForTokenClassification(_Classifier):
+    """A label per token (tagging)."""
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                output_attentions=False, output_hidden_states=False) -> ModelOutput:
-        out = self.encode(input_ids, attention_mask, token_type_ids,
-                          output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
-        out.logits = self.classifier(out.pooled)  # (B, num_labels)
-        return out
-
-
-class LanistrForTokenClassification(_WithEncoder):
-    head_prefixes = ("classifier.", "model.pooler.")
-
-    def __init__(self, config: LanistrConfig):
-        super().__init__(config)
-        self.classifier = ClassificationHead(config, max(config.num_labels, 1))
-        self.post_init()
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                output_attentions=False, output_hidden_states=False) -> ModelOutput:
-        out = self.encode(input_ids, attention_mask, token_type_ids,
-                          output_attentions=output_attentions,
-                          output_hidden_states=output_hidden_states)
-        out.logits = self.classifier(out.last_hidden_state)  # (B, T, num_labels)
-        return out
+    per_token = True
 
 
 ARCHITECTURES: dict[str, type[PreTrainedModel]] = {
