@@ -114,3 +114,13 @@ def test_invalid_config_is_reported(tmp_path, capsys):
     assert "data.max_len=100 exceeds model.max_len=64" in capsys.readouterr().err
     code = main(["pretrain", "--output", str(tmp_path / "r"), "--set", "bogus.x=1"])
     assert code == 2 and "unknown section bogus" in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains(tmp_path):
+    sets = pretrain_sets(tmp_path, max_steps=12, batch_size=8, eval_every=12, precision="bf16")
+    result = pretrain_mod.pretrain(run_config(sets), tmp_path / "bf16")
+    losses = read_metric(tmp_path / "bf16", "loss")
+    assert all(x == x for x in losses) and sum(losses[-3:]) < sum(losses[:3])
+    assert result.metrics["eval_mlm_loss"] < losses[0]
+    # Weights stay fp32 (autocast computes in bf16, the master weights do not change dtype).
+    assert all(t.dtype == torch.float32 for t in read_weights(tmp_path / "bf16" / "model").values())
