@@ -1,0 +1,175 @@
+"""Shared timing helpers for the benchmark scripts.
+
+The machine running these is usually shared, so every benchmark
+
+* warms up each contender first (fresh memory and lazily-initialised kernels are slow),
+* interleaves the repeats of the contenders (A B A B ...) so a burst of load hits both,
+* reports the median of the repeats and keeps every raw timing,
+* records the load average before and after, the thread count, the machine and versions.
+
+Nothing here asserts a time: a benchmark prints a ratio against a baseline measured in the
+same run and writes JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+if str(Path(__file__).resolve().parents[1] / "src") not in sys.path:  # run from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def setup_torch(threads: int | None) -> int:
+    """Fix the intra-op thread count (default: all cores) and flush denormals (which slow
+    fp32 backward passes several-fold once small gradients appear); returns the threads."""
+    import torch
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    return threads
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return []
+
+
+def machine_info() -> dict:
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2,
+                inner: int = 1) -> dict[str, list[float]]:
+    """Time each contender ``repeats`` times, interleaved; each timing covers ``inner`` calls
+    and is reported per call (seconds). ``warmup`` untimed rounds run first."""
+    for _ in range(warmup):
+        for fn in contenders.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(repeats):
+        # Alternate the order too, so neither contender always runs right after the other.
+        order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+        for name in order:
+            fn = contenders[name]
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - start) / inner)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summary(values: list[float]) -> dict:
+    """Median, min, max and the relative spread of a list of timings."""
+    med = statistics.median(values)
+    return {"median": med, "min": min(values), "max": max(values),
+            "spread": (max(values) - min(values)) / med if med else 0.0, "n": len(values)}
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 7) -> dict:
+    """fp32 FLOP/s of an n x n x n matmul on the current thread count (median and best)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    flops = 2 * n**3
+    return {"n": n, "threads": threads, "flops_median": flops / median(times),
+            "flops_best": flops / min(times), "times_s": times}
+
+
+def write_json(name: str, data: dict, out: str | os.PathLike | None = None) -> Path:
+    """Write a result (atomically) to ``out`` or ``benchmarks/results/<name>.json``."""
+    from lanistr.io import write_json as atomic_write_json
+
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, data)
+    return path
+
+
+# The `mini` preset as a Hugging Face BertConfig (hidden 256, 4 layers, 4 heads, FFN 1024).
+MINI = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+            intermediate_size=1024, max_position_embeddings=512, type_vocab_size=2,
+            hidden_act="gelu", initializer_range=0.02, layer_norm_eps=1e-12)
+
+
+def bert_pair(kind: str, *, dropout: float = 0.1, seed: int = 0):
+    """A `transformers` BERT and the lanistr model with identical weights.
+
+    ``kind``: ``encoder`` (BertModel without pooler / LanistrModel) or ``mlm``
+    (BertForMaskedLM / LanistrForMaskedLM). HF initialises the weights (BERT init, std 0.02);
+    they are copied into lanistr with the production converter (``convert_state``).
+    """
+    import torch
+    import transformers
+
+    from lanistr.checkpoint import load_state
+    from lanistr.convert.hf import config_from_hf, convert_state
+    from lanistr.nn import LanistrForMaskedLM, LanistrModel
+
+    torch.manual_seed(seed)
+    hf_config = transformers.BertConfig(**MINI, hidden_dropout_prob=dropout,
+                                        attention_probs_dropout_prob=dropout)
+    if kind == "encoder":
+        hf = transformers.BertModel(hf_config, add_pooling_layer=False)
+        ours = LanistrModel(config_from_hf(hf_config.to_dict()))
+    elif kind == "mlm":
+        hf = transformers.BertForMaskedLM(hf_config)
+        ours = LanistrForMaskedLM(config_from_hf(hf_config.to_dict()))
+    else:
+        raise ValueError(f"kind={kind!r}: expected encoder or mlm")
+    state = convert_state(hf.state_dict(), hf_config.num_hidden_layers)
+    if ours.base_prefix:
+        state = {(ours.base_prefix + k if k.startswith(("encoder.", "pooler.")) else k): v
+                 for k, v in state.items()}
+    fresh = load_state(ours, state, "transformers")
+    if fresh:
+        raise RuntimeError(f"weights not copied from transformers: {fresh}")
+    return hf, ours, hf.config._attn_implementation
