@@ -1,0 +1,483 @@
+"""Attention weights of one example, layer by layer, in the form the backend produced them.
+
+A model returns, per layer, a dense ``(B, H, T, T)`` tensor or a backend's compact
+:class:`~lanistr.nn.attention.SparseAttentionWeights`. :func:`as_layers` turns either into a
+list of :class:`LayerAttention` (numpy, one example, padding removed) that the figures and the
+HTML page read through a few operations that never build a ``T x T`` matrix for a sparse form:
+
+- ``rows(q)``: what query ``q`` attends to, ``(H, T)``;
+- ``window(start, stop)``: the dense square for tokens ``[start, stop)``, NaN where the backend
+  computed nothing (outside a band);
+- ``aggregate(starts)``: merge contiguous token groups (word pieces into words, tokens into
+  blocks): attention is summed over the key pieces and averaged over the query pieces, so every
+  row still sums to what it summed to before;
+- ``left_matmul(x)``: ``x @ mean_h(A)``, which is all attention rollout needs.
+
+Two forms exist: :class:`DenseAttention` ``(H, T, T)`` and :class:`BandAttention`
+``(H, T, 2w+1)``, where ``band[h, i, w + d]`` is the weight of query ``i`` on key ``i + d``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from lanistr.errors import LanistrError
+
+# Largest T for which a sparse backend's weights are densified, or a full rollout matrix built.
+MAX_DENSE_TOKENS = 2048
+
+
+class LayerAttention:
+    """One layer's attention for one example. ``computed`` is False where the backend never
+    computed a weight (drawn as "not computed", not as zero)."""
+
+    form = "?"
+    num_heads: int
+    length: int
+
+    def rows(self, query: int) -> np.ndarray:  # pragma: no cover - abstract
+        """Weights of query ``query`` on every key, ``(H, T)``; NaN where not computed."""
+        raise NotImplementedError
+
+    def window(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - abstract
+        """Dense ``(H, n, n)`` square of tokens ``[start, stop)``; NaN where not computed."""
+        raise NotImplementedError
+
+    def aggregate(self, starts: np.ndarray) -> LayerAttention:  # pragma: no cover - abstract
+        """Merge the contiguous groups starting at ``starts`` (sorted, ``starts[0] == 0``):
+        sum over the keys of a group, mean over its queries."""
+        raise NotImplementedError
+
+    def left_matmul(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        """``x @ mean_h(A)`` for ``x`` of shape ``(m, T)``."""
+        raise NotImplementedError
+
+    def row_sums(self) -> np.ndarray:  # pragma: no cover - abstract
+        """``(H, T)``: 1 for every real query of a softmax."""
+        raise NotImplementedError
+
+    def dense(self) -> np.ndarray:
+        """The whole ``(H, T, T)`` matrix with zeros where not computed (small T only)."""
+        if self.length > MAX_DENSE_TOKENS:
+            raise LanistrError(
+                f"refusing to build a dense {self.length}x{self.length} attention matrix "
+                f"(limit {MAX_DENSE_TOKENS}); show a window or blocks instead")
+        return np.nan_to_num(self.window(0, self.length), nan=0.0)
+
+
+class DenseAttention(LayerAttention):
+    form = "dense"
+
+    def __init__(self, weights: np.ndarray, computed: np.ndarray | None = None):
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.ndim != 3 or weights.shape[1] != weights.shape[2]:
+            raise ValueError(f"expected (H, T, T) attention weights, got shape {weights.shape}")
+        self.weights = weights  # (H, T, T)
+        self.computed = computed  # (T, T) bool or None (= everywhere)
+        self.num_heads, self.length = weights.shape[0], weights.shape[1]
+
+    def rows(self, query):
+        out = self.weights[:, query, :]
+        if self.computed is not None:
+            out = np.where(self.computed[query], out, np.nan)
+        return out
+
+    def window(self, start, stop):
+        out = self.weights[:, start:stop, start:stop]
+        if self.computed is not None:
+            out = np.where(self.computed[start:stop, start:stop], out, np.nan)
+        return out
+
+    def aggregate(self, starts):
+        starts = _check_starts(starts, self.length)
+        counts = np.diff(np.append(starts, self.length)).astype(np.float32)
+        summed = np.add.reduceat(self.weights, starts, axis=2)  # (H, T, G) sum over keys
+        merged = np.add.reduceat(summed, starts, axis=1) / counts[None, :, None]  # (H, G, G)
+        computed = None
+        if self.computed is not None:
+            c = self.computed.astype(np.int32)
+            computed = np.add.reduceat(np.add.reduceat(c, starts, axis=1), starts, axis=0) > 0
+        return DenseAttention(merged, computed)
+
+    def left_matmul(self, x):
+        return _matmul(x, self.weights.mean(axis=0))
+
+    def row_sums(self):
+        return self.weights.sum(axis=-1)
+
+
+class BandAttention(LayerAttention):
+    """Sliding-window attention with optional global tokens (Longformer), kept compact.
+
+    - ``band`` ``(H, T, 2w+1)``: ``band[h, i, w + d]`` is the weight of query ``i`` on key
+      ``i + d`` for ``|d| <= w`` (0 outside the sequence);
+    - ``global_positions`` ``(G,)``: tokens that attend to every key and that every query
+      attends to;
+    - ``global_columns`` ``(H, T, G)``: weight of key ``global_positions[g]`` for the rows whose
+      band does not contain it (0 where it does);
+    - ``global_rows`` ``(H, G, T)``: the full rows of the global queries (``band`` and
+      ``global_columns`` are ignored on those rows).
+
+    This is the layout of ``lanistr.nn.attention.sliding_window.SlidingWindowWeights``.
+    """
+
+    form = "band"
+
+    def __init__(self, band: np.ndarray, window: int, global_positions=(),
+                 global_columns: np.ndarray | None = None, global_rows: np.ndarray | None = None):
+        band = np.asarray(band, dtype=np.float32)
+        if band.ndim != 3 or band.shape[2] != 2 * window + 1:
+            raise ValueError(f"expected a (H, T, {2 * window + 1}) band, got shape {band.shape}")
+        self.band = band  # (H, T, 2w+1)
+        self.w = int(window)
+        self.num_heads, self.length = band.shape[0], band.shape[1]
+        h, t = self.num_heads, self.length
+        self.gpos = np.asarray(global_positions, dtype=np.int64).reshape(-1)  # (G,)
+        g = len(self.gpos)
+        self.gcols = (np.zeros((h, t, g), np.float32) if global_columns is None
+                      else np.asarray(global_columns, dtype=np.float32))  # (H, T, G)
+        self.grows = (np.zeros((h, g, t), np.float32) if global_rows is None
+                      else np.asarray(global_rows, dtype=np.float32))  # (H, G, T)
+        if self.gcols.shape != (h, t, g) or self.grows.shape != (h, g, t):
+            raise ValueError(f"global weights of shapes {self.gcols.shape} and "
+                             f"{self.grows.shape} do not match {g} global tokens, {h} heads, "
+                             f"{t} tokens")
+        self.is_global = np.zeros(t, dtype=bool)
+        self.is_global[self.gpos] = True
+
+    def entries(self, start: int = 0, stop: int | None = None):
+        """Every computed weight of the queries ``[start, stop)`` as flat arrays
+        ``(query, key, values (H, E))``: band cells inside the sequence, global columns outside
+        the band, global rows. Each (query, key) pair occurs once."""
+        stop = self.length if stop is None else stop
+        q = np.arange(start, stop)
+        q = q[~self.is_global[q]]
+        slot = np.arange(2 * self.w + 1)[None, :]
+        k = q[:, None] + slot - self.w  # (n, 2w+1)
+        valid = (k >= 0) & (k < self.length)
+        qb = np.broadcast_to(q[:, None], k.shape)[valid]
+        sb = np.broadcast_to(slot, k.shape)[valid]
+        parts_q, parts_k, parts_v = [qb], [k[valid]], [self.band[:, qb, sb]]
+        if len(self.gpos):
+            far = np.abs(self.gpos[None, :] - q[:, None]) > self.w  # (n, G)
+            qi, gi = np.nonzero(far)
+            parts_q.append(q[qi])
+            parts_k.append(self.gpos[gi])
+            parts_v.append(self.gcols[:, q[qi], gi])
+            mine = np.nonzero((self.gpos >= start) & (self.gpos < stop))[0]
+            parts_q.append(np.repeat(self.gpos[mine], self.length))
+            parts_k.append(np.tile(np.arange(self.length), len(mine)))
+            parts_v.append(self.grows[:, mine, :].reshape(self.num_heads, -1))
+        return np.concatenate(parts_q), np.concatenate(parts_k), np.concatenate(parts_v, axis=1)
+
+    def rows(self, query):
+        out = np.full((self.num_heads, self.length), np.nan, dtype=np.float32)
+        _, k, v = self.entries(query, query + 1)
+        out[:, k] = v
+        return out
+
+    def window(self, start, stop):
+        n = stop - start
+        out = np.full((self.num_heads, n, n), np.nan, dtype=np.float32)
+        q, k, v = self.entries(start, stop)
+        inside = (k >= start) & (k < stop)
+        out[:, q[inside] - start, k[inside] - start] = v[:, inside]
+        return out
+
+    def aggregate(self, starts):
+        starts = _check_starts(starts, self.length)
+        g = len(starts)
+        group = np.zeros(self.length, dtype=np.int64)
+        group[starts[1:]] = 1
+        group = np.cumsum(group)  # (T,) group of each token
+        counts = np.bincount(group, minlength=g).astype(np.float64)
+        q, k, v = self.entries()
+        gq, gk = group[q], group[k]
+        ggroups = np.unique(group[self.gpos])  # groups holding a global token
+        is_ggroup = np.zeros(g, dtype=bool)
+        is_ggroup[ggroups] = True
+        in_band = ~is_ggroup[gq] & ~self.is_global[k]
+        # Group indices move no faster than token indices, so the merged band is at most w wide.
+        wg = int(np.max(np.abs(gk - gq)[in_band])) if in_band.any() else 0
+
+        def scatter(flat, size, values):
+            return np.stack([np.bincount(flat, weights=x, minlength=size) for x in values]
+                            ).astype(np.float64)
+
+        if 2 * wg + 1 >= g:  # the band covers everything: a small dense matrix is cheaper
+            merged = scatter(gq * g + gk, g * g, v).reshape(self.num_heads, g, g)
+            computed = np.bincount(gq * g + gk, minlength=g * g).reshape(g, g) > 0
+            merged = (merged / counts[None, :, None]).astype(np.float32)
+            return DenseAttention(merged, None if computed.all() else computed)
+        # Route each weight: a global group's row, else the band, else a global column.
+        rank = np.full(g, -1)
+        rank[ggroups] = np.arange(len(ggroups))
+        row_part = is_ggroup[gq]
+        band_part = ~row_part & (np.abs(gk - gq) <= wg)
+        col_part = ~row_part & ~band_part
+        width = 2 * wg + 1
+        band = scatter(gq[band_part] * width + gk[band_part] - gq[band_part] + wg, g * width,
+                       v[:, band_part]).reshape(self.num_heads, g, width)
+        cols = scatter(gq[col_part] * len(ggroups) + rank[gk[col_part]], g * len(ggroups),
+                       v[:, col_part]).reshape(self.num_heads, g, len(ggroups))
+        rows = scatter(rank[gq[row_part]] * g + gk[row_part], len(ggroups) * g,
+                       v[:, row_part]).reshape(self.num_heads, len(ggroups), g)
+        band /= counts[None, :, None]
+        cols /= counts[None, :, None]
+        rows /= counts[ggroups][None, :, None]
+        return BandAttention(band.astype(np.float32), wg, ggroups, cols, rows)
+
+    def _blocks(self) -> np.ndarray:
+        """``mean_h`` of the band as dense tiles ``(nb, 3, b, b)``: tile ``[I, r]`` is the
+        square of query block ``I`` and key block ``I + r - 1`` (blocks of ``b >= w`` tokens
+        see only their neighbours). Global rows and columns are left out."""
+        cached = self.__dict__.get("_tiles")
+        if cached is not None:
+            return cached
+        b = max(self.w, 64)
+        nb = -(-self.length // b)
+        q = np.arange(self.length)
+        q = q[~self.is_global[q]]
+        slot = np.arange(2 * self.w + 1)[None, :]
+        k = q[:, None] + slot - self.w
+        valid = (k >= 0) & (k < self.length)
+        qv = np.broadcast_to(q[:, None], k.shape)[valid]
+        kv, sv = k[valid], np.broadcast_to(slot, k.shape)[valid]
+        tiles = np.zeros((nb, 3, b, b), dtype=np.float32)
+        tiles[qv // b, kv // b - qv // b + 1, qv % b, kv % b] = self.band.mean(axis=0)[qv, sv]
+        self.__dict__["_tiles"] = tiles
+        return tiles
+
+    def left_matmul(self, x):
+        tiles = self._blocks()
+        nb, _, b, _ = tiles.shape
+        t, m = self.length, x.shape[0]
+        xp = np.zeros((m, nb * b), dtype=np.float32)
+        xp[:, :t] = x
+        xp[:, self.gpos] = 0  # the global rows are full rows, handled below
+        xb = xp.reshape(m, nb, b).transpose(1, 0, 2)  # (nb, m, b)
+        y = np.zeros((nb + 2, m, b), dtype=xp.dtype)  # key blocks -1 .. nb
+        for r in range(3):  # key block I + r - 1 of query block I
+            y[r:r + nb] += _matmul(xb, tiles[:, r])
+        y = y[1:nb + 1].transpose(1, 0, 2).reshape(m, nb * b)[:, :t]
+        if len(self.gpos):
+            y[:, self.gpos] += _matmul(xp[:, :t], self.gcols.mean(axis=0))  # (m, G)
+            y += _matmul(x[:, self.gpos], self.grows.mean(axis=0))  # (m, T)
+        return y
+
+    def row_sums(self):
+        sums = self.band.sum(axis=-1) + self.gcols.sum(axis=-1)  # (H, T)
+        sums[:, self.gpos] = self.grows.sum(axis=-1)
+        return sums
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` in float32 through torch, whose BLAS is many times faster than the one numpy
+    wheels ship on some machines (the product dominates rollout for long inputs)."""
+    import torch
+
+    a = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+    return torch.matmul(a, b).numpy()
+
+
+def _check_starts(starts, length: int) -> np.ndarray:
+    starts = np.asarray(starts, dtype=np.int64)
+    if len(starts) == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= length:
+        raise ValueError(f"group starts must rise strictly from 0 to below {length}, got {starts}")
+    return starts
+
+
+# ------------------------------------------------------------------------------------------
+# from model outputs
+
+
+def as_layers(attentions, index: int = 0, length: int | None = None) -> list[LayerAttention]:
+    """Per-layer :class:`LayerAttention` of example ``index``.
+
+    ``attentions``: what a model returns with ``output_attentions=True`` (a sequence with one
+    ``(B, H, T, T)`` tensor or :class:`~lanistr.nn.attention.SparseAttentionWeights` per
+    layer), or a sequence of ``(H, T, T)`` arrays, or one array ``(L, H, T, T)``.
+    ``length`` keeps the first ``length`` tokens (drop the padding of a batch).
+    """
+    if attentions is None:
+        raise LanistrError("no attention weights: call the model with output_attentions=True")
+    if hasattr(attentions, "ndim") and attentions.ndim == 4:
+        attentions = list(attentions)
+    if isinstance(attentions, LayerAttention) or hasattr(attentions, "ndim"):
+        attentions = [attentions]
+    layers = [_one_layer(a, index, length) for a in attentions]
+    if not layers:
+        raise LanistrError("no attention weights: the model has no layers")
+    shapes = {(la.num_heads, la.length) for la in layers}
+    if len(shapes) > 1:
+        raise ValueError(f"layers disagree on (heads, tokens): {sorted(shapes)}")
+    return layers
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _one_layer(a, index: int, length: int | None) -> LayerAttention:
+    if isinstance(a, LayerAttention):
+        if length is None or length == a.length:
+            return a
+        w = a.window(0, length)  # (H, n, n), NaN where not computed
+        computed = ~np.isnan(w).all(axis=0)
+        return DenseAttention(np.nan_to_num(w, nan=0.0), None if computed.all() else computed)
+    if hasattr(a, "densify"):
+        return _from_sparse(a, index, length)
+    w = _numpy(a)
+    if w.ndim == 4:
+        w = w[index]
+    elif w.ndim == 2:
+        w = w[None]
+    if w.ndim != 3:
+        raise ValueError(f"expected (B, H, T, T) or (H, T, T) attention weights, got {w.shape}")
+    n = w.shape[-1] if length is None else length
+    return DenseAttention(w[:, :n, :n])
+
+
+def _from_sparse(a, index: int, length: int | None) -> LayerAttention:
+    """A backend's compact weights, kept compact where their form is known."""
+    if getattr(a, "form", None) == "band" and hasattr(a, "band") and hasattr(a, "window"):
+        return _from_band(a, index, length)
+    t = _sparse_length(a)
+    if t > MAX_DENSE_TOKENS:
+        raise LanistrError(
+            f"{type(a).__name__}: no compact view for {getattr(a, 'form', '?')!r} weights and "
+            f"{t} tokens is too many to densify (limit {MAX_DENSE_TOKENS}); use --max-len")
+    w = _numpy(a.densify(max_tokens=MAX_DENSE_TOKENS))[index]
+    n = w.shape[-1] if length is None else length
+    return DenseAttention(w[:, :n, :n])
+
+
+def _from_band(a, index: int, length: int | None) -> BandAttention:
+    """``SlidingWindowWeights`` (band + optional global tokens) of example ``index``."""
+    band = _numpy(a.band)[index]  # (H, T, 2w+1)
+    w = int(a.window)
+    t = band.shape[1] if length is None else length
+    gpos = np.asarray(getattr(a, "global_positions", ()), dtype=np.int64).reshape(-1)
+    gcols = getattr(a, "global_columns", None)
+    grows = getattr(a, "global_rows", None)
+    gcols = None if gcols is None or not len(gpos) else _numpy(gcols)[index][:, :t]
+    grows = None if grows is None or not len(gpos) else _numpy(grows)[index][:, :, :t]
+    keep = gpos < t  # global positions inside the real tokens
+    if gcols is not None:
+        gcols, grows = gcols[:, :, keep], grows[:, keep]
+    band = band[:, :t]
+    keys = np.arange(t)[:, None] + np.arange(2 * w + 1)[None, :] - w
+    band = np.where((keys >= 0) & (keys < t), band, 0.0)
+    return BandAttention(band, w, gpos[keep], gcols, grows)
+
+
+def _sparse_length(a) -> int:
+    for name in ("length", "seq_len", "num_tokens"):
+        value = getattr(a, name, None)
+        if isinstance(value, int):
+            return value
+    return 0  # unknown: densify() itself refuses beyond max_tokens
+
+
+# ------------------------------------------------------------------------------------------
+# word pieces
+
+
+def word_groups(tokens: Sequence[str], word_ids: Sequence[int | None] | None = None
+                ) -> tuple[np.ndarray, list[str]]:
+    """Where each word starts, and its text. With ``word_ids`` (from the tokenizer) a word is
+    a run of tokens with the same id; without, a ``##`` piece continues the previous word.
+    Special tokens (word id None, or ``[XXX]``) are words of their own."""
+    n = len(tokens)
+    if word_ids is not None and len(word_ids) < n:
+        raise ValueError(f"{len(word_ids)} word ids for {n} tokens")
+    starts: list[int] = []
+    for t in range(n):
+        if t == 0:
+            new = True
+        elif word_ids is not None:
+            new = word_ids[t] is None or word_ids[t - 1] is None or word_ids[t] != word_ids[t - 1]
+        else:
+            new = not tokens[t].startswith("##") or _is_special(tokens[t - 1])
+        if new:
+            starts.append(t)
+    bounds = [*starts, n]
+    words = ["".join(_piece(tokens[i], i == a) for i in range(a, b))
+             for a, b in zip(bounds[:-1], bounds[1:])]
+    return np.asarray(starts, dtype=np.int64), words
+
+
+def _is_special(token: str) -> bool:
+    return token.startswith("[") and token.endswith("]")
+
+
+def _piece(token: str, first: bool) -> str:
+    return token if first or not token.startswith("##") else token[2:]
+
+
+def merge_word_pieces(attentions, tokens: Sequence[str],
+                      word_ids: Sequence[int | None] | None = None):
+    """Merge word pieces back into words: attention is summed over a word's key pieces and
+    averaged over its query pieces, so each row keeps its sum.
+
+    ``attentions``: one array ``(..., T, T)`` (returned merged as ``(..., W, W)``), or the
+    per-layer sequence a model returns (returned as a list of :class:`LayerAttention`).
+    Returns ``(merged, words)``.
+    """
+    starts, words = word_groups(tokens, word_ids)
+    if hasattr(attentions, "ndim") and attentions.ndim >= 2:
+        w = _numpy(attentions)
+        lead = w.shape[:-2]
+        merged = DenseAttention(w.reshape(-1, *w.shape[-2:])).aggregate(starts).weights
+        return merged.reshape(*lead, len(words), len(words)), words
+    layers = as_layers(attentions, length=len(tokens))
+    return [layer.aggregate(starts) for layer in layers], words
+
+
+# ------------------------------------------------------------------------------------------
+# rollout
+
+
+def rollout_rows(layers: Sequence[LayerAttention], x: np.ndarray, residual: bool = True
+                 ) -> np.ndarray:
+    """``x @ R`` where ``R = Â_L ... Â_1`` is the attention rollout of Abnar & Zuidema (2020):
+    ``Â = rownorm(mean_h(A) + I)``. ``x`` is ``(m, T)``: rows of the identity give rows of R,
+    a block-averaging matrix gives block rows, without ever forming R for a long input."""
+    x = np.asarray(x, dtype=np.float32)  # float32 throughout: BLAS, not numpy's slow mixed path
+    for layer in reversed(layers):
+        s = layer.row_sums().mean(axis=0)  # (T,) row sums of mean_h(A)
+        if residual:
+            scaled = x / (s + 1.0)[None, :]  # column i of x times 1 / rowsum(Â)_i
+            x = layer.left_matmul(scaled) + scaled
+        else:
+            x = layer.left_matmul(x / np.where(s > 0, s, 1.0)[None, :])
+    return x
+
+
+def rollout(attentions, *, residual: bool = True, index: int = 0) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020), ``(T, T)``: average the heads of each layer,
+    add the identity (the residual connection), re-normalise the rows, multiply through the
+    layers (``R = Â_L ... Â_1``). Row ``i`` says how much each input token contributed to
+    position ``i`` of the last layer."""
+    layers = as_layers(attentions, index)
+    t = layers[0].length
+    if t > MAX_DENSE_TOKENS:
+        raise LanistrError(f"rollout of {t} tokens would be a {t}x{t} matrix (limit "
+                           f"{MAX_DENSE_TOKENS}); use rollout_rows() for the rows you need")
+    return rollout_rows(layers, np.eye(t), residual=residual)
+
+
+def block_starts(length: int, max_blocks: int) -> np.ndarray:
+    """Starts of at most ``max_blocks`` equal blocks covering ``length`` tokens; the block size
+    is a round number (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 40, 50, 64, ...) so labels read well."""
+    need = max(1, math.ceil(length / max(1, max_blocks)))
+    nice = {int(m * 10**k) for k in range(12) for m in (1, 2, 2.5, 4, 5, 8)}
+    nice |= {2**k for k in range(40)}
+    size = min(x for x in nice if x >= need)
+    return np.arange(0, length, size, dtype=np.int64)
