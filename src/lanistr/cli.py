@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "convert",
     "data",
     "tokenizer",
+    "visualize",
 ]
 
 
