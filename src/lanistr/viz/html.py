@@ -147,6 +147,9 @@ canvas.overlay { position: absolute; left: 0; top: 0; image-rendering: auto; }
 .axis { font-size: 11px; color: #555; }
 #tip { position: fixed; pointer-events: none; background: rgba(20,20,20,.9); color: #fff;
   font-size: 12px; padding: 3px 6px; border-radius: 3px; display: none; z-index: 3; }
+.hrow { display: flex; align-items: flex-start; gap: 4px; }
+#head-labels div { font-size: 11px; color: #444; text-align: right; white-space: nowrap;
+  display: flex; align-items: center; justify-content: flex-end; }
 .legend { display: flex; align-items: center; gap: 6px; font-size: 11px; color: #555; }
 .legend canvas { width: 120px; height: 10px; }
 .swatch { display: inline-block; width: 12px; height: 12px; vertical-align: middle; }
@@ -159,9 +162,9 @@ canvas.overlay { position: absolute; left: 0; top: 0; image-rendering: auto; }
 <div class="controls">
   <span><label for="layer">Layer</label> <select id="layer"></select></span>
   <span><label for="head">Head</label> <select id="head"></select></span>
-  <span class="note"><span class="swatch" style="background:rgba(255,120,0,.7)"></span> attended to by the
-    hovered token &nbsp; <span class="swatch" style="background:rgba(0,90,220,.8)"></span> attends to it
-    &nbsp; (click a token to make it the query)</span>
+  <span class="note">hover a token: <span class="swatch" style="background:rgba(255,120,0,.7)"></span>
+    what it attends to &nbsp; <span class="swatch" style="background:rgba(0,90,220,.8)"></span> what
+    attends to it &nbsp; (click a token to make it the query)</span>
 </div>
 <div id="tokens"></div>
 <div class="row">
@@ -174,7 +177,8 @@ canvas.overlay { position: absolute; left: 0; top: 0; image-rendering: auto; }
   <div class="panel">
     <h2 id="heads-title">Heads</h2>
     <div class="axis">rows: heads &nbsp; columns: tokens</div>
-    <div class="stack"><canvas id="heads"></canvas><canvas id="heads-over" class="overlay"></canvas></div>
+    <div class="hrow"><div id="head-labels"></div>
+      <div class="stack"><canvas id="heads"></canvas><canvas id="heads-over" class="overlay"></canvas></div></div>
     <div class="legend"><span>0</span><canvas class="ramp"></canvas><span id="heads-max"></span></div>
   </div>
 </div>
@@ -345,7 +349,7 @@ function highlight() {
     spans[k].classList.toggle("hover", k === i);
   }
   outline("matrix", [[0, focus * CELL, n * CELL, CELL, "#ff7800"], [focus * CELL, 0, CELL, n * CELL, "#005adc"]]);
-  var hc = Math.max(CELL, 6);
+  var hc = Math.max(CELL, 12);
   outline("heads", [[focus * CELL, 0, CELL, H * hc, "#ff7800"]]);
   if (roll) {
     outline("rollout", [[0, state.query * CELL, n * CELL, CELL, "#ff7800"]]);
@@ -366,9 +370,17 @@ function draw() {
     for (var j = 0; j < n; j++) if (mh[q * n + j] > hmax) hmax = mh[q * n + j];
     heads.push(mh);
   }
-  var hc = Math.max(CELL, 6);
+  var hc = Math.max(CELL, 12);
   paint(document.getElementById("heads"), H, n, function (i, j) { return heads[i][q * n + j]; }, hmax || 1,
         n * CELL, H * hc);
+  var hl = document.getElementById("head-labels");
+  hl.innerHTML = "";
+  for (var r = 0; r < H; r++) {
+    var lab = document.createElement("div");
+    lab.textContent = "Head " + r; lab.style.height = hc + "px";
+    lab.style.fontSize = Math.min(11, hc - 1) + "px";
+    hl.appendChild(lab);
+  }
   document.getElementById("heads-title").textContent = "Layer " + state.layer + ": every head, from query " + tokName(q);
   document.getElementById("heads-max").textContent = fmt(hmax);
   if (roll) {
