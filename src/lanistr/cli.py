@@ -22,6 +22,10 @@ COMMAND_MODULES = [
     "data",
     "tokenizer",
     "visualize",
+    "finetune",
+    "evaluate",
+    "predict",
+    "demo",
 ]
 
 

@@ -1,0 +1,60 @@
+"""`lanistr finetune`: fine-tune an encoder for text classification or token tagging."""
+
+from __future__ import annotations
+
+SECTIONS = {"task", "init", "model", "data", "finetune", "train"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune an encoder for classification or tagging",
+        description=(
+            "Fine-tune a LANISTR encoder. Config sections: `task` (classify | tag), `init` (a "
+            "checkpoint dir: a pretraining output's model/, a `lanistr convert-hf` output, or "
+            "`scratch` with a `model` section and data.tokenizer), `model` (config overrides, "
+            "e.g. pooling: mean, dropout, use_pooler), `data` (train, eval, test files; "
+            "eval_fraction; text_field, text_pair_field, label_field for JSONL/CSV/TSV; CoNLL "
+            "files for tag; max_len; tokenizer), `finetune` (freeze_embeddings, freeze_layers, "
+            "layer_lr_decay, class_weights none|balanced, patience, metric) and `train` (the "
+            "loop's settings). Fine-tuning defaults where `train` does not say: epochs=3, "
+            "batch_size=16, warmup_ratio=0.1, lr=5e-5 (5e-4 from scratch), evaluation once per "
+            "epoch. The label set is the sorted set of training labels. With held-out data the "
+            "best model on finetune.metric is kept (default macro_f1 / entity_f1 / "
+            "token_accuracy) and training stops after `patience` evaluations without gain."),
+        epilog="example: lanistr finetune --config examples/finetune_spam_minilm.yaml "
+               "--output runs/spam",
+    )
+    p.add_argument("--config", help="YAML/JSON run config (see examples/finetune_*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. data.max_len=256 (repeatable)")
+    p.add_argument("--output", required=True, help="output directory (checkpoints, logs, model)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue exactly from the latest checkpoint in --output")
+    p.add_argument("--no-truncate", action="store_true",
+                   help="fail on an example longer than data.max_len instead of cutting it")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from lanistr.tasks.finetune import finetune
+    from lanistr.tasks.runner import load_run_config
+
+    data = load_run_config(args.config, args.set, SECTIONS)
+    result = finetune(data, args.output, resume=args.resume, truncate=not args.no_truncate)
+    for path, (cut, total) in result.truncated.items():
+        if cut:
+            print(f"{path}: {cut} of {total} examples truncated to max_len")
+    if result.eval_metrics:
+        print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in result.eval_metrics.items()))
+    if result.test_metrics:
+        print(f"test ({result.test_metrics['data']}): " + format_headline(result.test_metrics))
+    print(f"model saved in {result.model_dir} ({result.steps} steps, {result.stop_reason})")
+    print(f"next: lanistr evaluate --model {result.model_dir} --data FILE, or "
+          f"lanistr predict --model {result.model_dir} \"some text\"")
+    return 0
+
+
+def format_headline(metrics: dict) -> str:
+    """The main numbers of an evaluation on one line."""
+    keys = ("accuracy", "macro_f1", "token_accuracy", "entity_f1")
+    return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)

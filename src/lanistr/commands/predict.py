@@ -1,0 +1,102 @@
+"""`lanistr predict`: run a fine-tuned classifier or tagger on new text."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="classify texts or tag words with a fine-tuned model",
+        description=(
+            "Run a fine-tuned model on texts given on the command line or in --input "
+            "(.txt: one text per line; .jsonl/.csv/.tsv: the model's text field; .conll: "
+            "sentences, for taggers). Writes JSON lines to --output or stdout: classification "
+            '{"text", "label", "probabilities": {label: p}}; tagging {"words", "tags"}, with '
+            "the words of each text split on whitespace."),
+        epilog='example: lanistr predict --model runs/spam/model "WIN a FREE cruise now!!!"',
+    )
+    p.add_argument("--model", required=True, help="fine-tuned model directory")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify or tag")
+    p.add_argument("--input", help="file of inputs (.txt, .jsonl, .csv, .tsv or .conll)")
+    p.add_argument("--output", help="JSONL output file (default: stdout)")
+    p.add_argument("--text-field", help="field holding the text in .jsonl/.csv/.tsv input")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.set_defaults(func=run)
+
+
+def read_inputs(args, predictor) -> tuple[list[str], list[str] | None, list[list[str]] | None]:
+    """(texts, pairs, words): words only for a tagger, pairs only for a pair classifier."""
+    from lanistr.data.readers import read_conll, read_lines
+    from lanistr.errors import LanistrError
+    from lanistr.tasks.finetune import read_labelled_texts
+
+    if args.input and args.texts:
+        raise LanistrError("give texts on the command line or --input FILE, not both")
+    if not args.input and not args.texts:
+        raise LanistrError("nothing to predict: give TEXT arguments or --input FILE")
+    pair_field = predictor.meta.get("text_pair_field")
+    if not args.input:
+        if pair_field:
+            raise LanistrError(f"this model classifies text pairs ({pair_field!r}); give them in "
+                               "an --input .jsonl/.csv/.tsv file")
+        texts = list(args.texts)
+    else:
+        suffix = Path(args.input).suffix.lower()
+        if suffix == ".conll":
+            if predictor.kind != "tag":
+                raise LanistrError(f"{args.input}: CoNLL input needs a tagger, this model is a "
+                                   "classifier")
+            words = [s.words for s in read_conll(args.input)]
+            return [" ".join(w) for w in words], None, words
+        if suffix in (".jsonl", ".csv", ".tsv"):
+            field = args.text_field or predictor.meta.get("text_field", "text")
+            texts, pairs, _, _ = read_labelled_texts(args.input, field, None, pair_field)
+            if predictor.kind == "classify":
+                return texts, pairs, None
+        else:
+            texts = read_lines(args.input)
+        if pair_field and predictor.kind == "classify":
+            raise LanistrError(f"{args.input}: this model classifies text pairs; give a "
+                               f".jsonl/.csv/.tsv file with fields {predictor.meta.get('text_field')!r} "
+                               f"and {pair_field!r}")
+    words = [t.split() for t in texts] if predictor.kind == "tag" else None
+    return texts, None, words
+
+
+def run(args) -> int:
+    from lanistr.io import atomic_path
+    from lanistr.tasks.finetune import Predictor
+
+    predictor = Predictor(args.model)
+    texts, pairs, words = read_inputs(args, predictor)
+    progress = bool(args.input)
+    rows = []
+    if predictor.kind == "classify":
+        probs, truncated = predictor.classify(texts, pairs, args.batch_size, progress)
+        for i, text in enumerate(texts):
+            row = {"text": text}
+            if pairs is not None:
+                row["text_pair"] = pairs[i]
+            row["label"] = predictor.labels[int(probs[i].argmax())]
+            row["probabilities"] = {name: round(float(p), 6)
+                                    for name, p in zip(predictor.labels, probs[i])}
+            rows.append(row)
+        note = f"{truncated} of {len(texts)} texts truncated to max_len={predictor.max_len}"
+    else:
+        tags, truncated = predictor.tag(words, args.batch_size, progress)
+        rows = [{"words": w, "tags": t} for w, t in zip(words, tags)]
+        note = (f"{truncated} of {len(words)} texts longer than max_len={predictor.max_len} "
+                "were tagged in chunks")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(lines, encoding="utf-8")
+        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(lines)
+    if truncated:
+        print(note, file=sys.stderr)
+    return 0

@@ -1,0 +1,374 @@
+"""Fine-tuning (classify + tag), evaluate, predict, and the metrics behind them."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lanistr import metrics as M
+from lanistr.checkpoint import read_weights
+from lanistr.cli import main
+from lanistr.config import LanistrConfig, TrainConfig
+from lanistr.data.tokenizer import Tokenizer, train_tokenizer
+from lanistr.nn import LanistrForMaskedLM, LanistrForSequenceClassification
+from lanistr.tasks import finetune as ft
+
+FRUIT = "apple banana cherry grape lemon mango peach plum".split()
+STONE = "rock stone metal iron steel brick sand clay".split()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models train fastest on one thread (and do not stall on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_for_fixtures():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _sentences(rng, n, lo=3, hi=8):
+    out = []
+    for _ in range(n):
+        label = rng.choice(["fruit", "stone"])
+        pool = FRUIT if label == "fruit" else STONE
+        out.append((label, [rng.choice(pool) for _ in range(rng.randint(lo, hi))]))
+    return out
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A separable toy classification set, a CoNLL tagging set and a tokenizer for both."""
+    tmp = tmp_path_factory.mktemp("toy")
+    rng = random.Random(0)
+    rows = [{"text": " ".join(w), "label": label} for label, w in _sentences(rng, 48)]
+    train = write_jsonl(tmp / "train.jsonl", rows)
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n\n".join(r["text"] for r in rows) + "\n", encoding="utf-8")
+    tok = tmp / "tok"
+    train_tokenizer([corpus], 80, tok)
+    # Tagging: every word tagged F (fruit) or S (stone); sentences mix both kinds.
+    lines = []
+    for _ in range(40):
+        words = [rng.choice(FRUIT + STONE) for _ in range(rng.randint(2, 7))]
+        lines += [f"{w}\t{'F' if w in FRUIT else 'S'}" for w in words] + [""]
+    conll = tmp / "train.conll"
+    conll.write_text("\n".join(lines), encoding="utf-8")
+    return {"dir": tmp, "train": train, "tok": tok, "conll": conll}
+
+
+def toy_sets(toy, task="classify", drop=(), **extra):
+    train = toy["conll"] if task == "tag" else toy["train"]
+    sets = {"task": task, "init": "scratch", "data.tokenizer": toy["tok"], "data.train": train,
+            "data.max_len": 32, "model.preset": "tiny", "train.lr": 3e-3, "train.batch_size": 8,
+            "train.epochs": 12, "train.progress": "false", "train.save_every": 1000}
+    sets.update(extra)
+    for key in drop:
+        del sets[key]
+    args = []
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def classifier(toy):
+    out = toy["dir"] / "cls"
+    assert main(["finetune", "--output", str(out), *toy_sets(toy)]) == 0
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def tagger(toy):
+    out = toy["dir"] / "tag"
+    assert main(["finetune", "--output", str(out), *toy_sets(toy, "tag")]) == 0
+    return out / "model"
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_tiny_classifier_learns_the_toy_set(classifier, toy):
+    predictor = ft.Predictor(classifier)
+    assert predictor.labels == ["fruit", "stone"]  # sorted training labels, in config.json
+    assert json.loads((classifier / "config.json").read_text())["labels"] == ["fruit", "stone"]
+    m = predictor.evaluate_file(toy["train"])
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0
+
+
+def test_tiny_tagger_learns_the_toy_set(tagger, toy):
+    predictor = ft.Predictor(tagger)
+    assert predictor.kind == "tag" and predictor.labels == ["F", "S"]
+    m = predictor.evaluate_file(toy["conll"])
+    assert m["token_accuracy"] == 1.0
+
+
+def test_eval_set_selects_the_best_model_and_test_metrics_are_written(toy, tmp_path):
+    out = tmp_path / "run"
+    args = toy_sets(toy, **{"data.eval": toy["train"], "data.test": toy["train"],
+                            "train.epochs": 2, "train.eval_every": 3})
+    assert main(["finetune", "--output", str(out), *args]) == 0
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert test["task"] == "classify" and set(test["per_class"]) == {"fruit", "stone"}
+    assert (out / "best").is_dir() and (out / "model" / "finetune.json").is_file()
+
+
+# --------------------------------------------------------------------------- data handling
+
+
+def test_tag_labels_go_to_the_first_piece_of_each_word(toy, tmp_path):
+    from lanistr.data.readers import read_conll
+
+    tok = Tokenizer.from_pretrained(toy["tok"])
+    word = "lemonade"  # lemon ##a ##d ##e: several pieces
+    assert len(tok.tokenize(word)) > 1
+    conll = tmp_path / "s.conll"
+    conll.write_text(f"plum\tF\n{word}\tS\nrock\tS\n", encoding="utf-8")
+    sentences = read_conll(conll)
+    ids, targets, cut = ft.encode_tagged(tok, sentences, ["F", "S"], 32)
+    expected = [-100]  # [CLS]
+    for w, tag in (("plum", 0), (word, 1), ("rock", 1)):
+        expected += [tag] + [-100] * (len(tok.tokenize(w)) - 1)
+    expected += [-100]  # [SEP]
+    assert targets[0].tolist() == expected and cut == 0
+    assert len(ids[0]) == len(expected)
+
+
+def test_truncation_is_counted_and_reported(toy, tmp_path, capsys):
+    long = write_jsonl(tmp_path / "long.jsonl", [{"text": "apple " * 50, "label": "fruit"},
+                                                 {"text": "rock", "label": "stone"}])
+    args = toy_sets(toy, **{"data.train": long, "train.epochs": 1, "train.batch_size": 2})
+    assert main(["finetune", "--output", str(tmp_path / "r"), *args]) == 0
+    assert "1 of 2 examples truncated to max_len" in capsys.readouterr().out
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_unknown_eval_label_names_file_line_and_label(toy, tmp_path, capsys):
+    ev = write_jsonl(tmp_path / "eval.jsonl", [{"text": "plum", "label": "fruit"},
+                                               {"text": "sand", "label": "stone"},
+                                               {"text": "hmm", "label": "vegetable"}])
+    err = _error(capsys, ["finetune", "--output", str(tmp_path / "r"),
+                          *toy_sets(toy, **{"data.eval": ev})])
+    assert f"{ev}:3" in err and "'vegetable'" in err
+
+
+def test_empty_file_and_missing_column_are_one_line_errors(toy, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    err = _error(capsys, ["finetune", "--output", str(tmp_path / "a"),
+                          *toy_sets(toy, **{"data.train": empty})])
+    assert str(empty) in err and "empty" in err
+    csv = tmp_path / "t.csv"
+    csv.write_text("body,label\nplum,fruit\n", encoding="utf-8")
+    err = _error(capsys, ["finetune", "--output", str(tmp_path / "b"),
+                          *toy_sets(toy, **{"data.train": csv})])
+    assert f"{csv}:1" in err and "'text'" in err
+
+
+def test_no_truncate_fails_naming_file_and_line(toy, tmp_path, capsys):
+    rows = [{"text": "plum", "label": "fruit"}, {"text": "rock", "label": "stone"},
+            {"text": "apple " * 40, "label": "fruit"}]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    err = _error(capsys, ["finetune", "--output", str(tmp_path / "r"), "--no-truncate",
+                          *toy_sets(toy, **{"data.train": data})])
+    assert f"{data}:3" in err and "max_len=32" in err
+
+
+def test_bad_metric_and_scratch_without_tokenizer_are_config_errors(toy, tmp_path, capsys):
+    err = _error(capsys, ["finetune", "--output", str(tmp_path / "a"),
+                          *toy_sets(toy, **{"finetune.metric": "bleu"})])
+    assert "finetune.metric" in err and "macro_f1" in err
+    err = _error(capsys, ["finetune", "--output", str(tmp_path / "b"),
+                          *toy_sets(toy, drop=["data.tokenizer"])])
+    assert "data.tokenizer" in err
+
+
+# --------------------------------------------------------------------------- predict / evaluate
+
+
+def test_predict_writes_label_and_probabilities(classifier, capsys, tmp_path):
+    assert main(["predict", "--model", str(classifier), "plum apple mango", "iron rock"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["plum apple mango", "iron rock"]
+    assert [r["label"] for r in rows] == ["fruit", "stone"]
+    for r in rows:
+        assert set(r) == {"text", "label", "probabilities"}
+        assert set(r["probabilities"]) == {"fruit", "stone"}
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-5
+    src = tmp_path / "in.txt"
+    src.write_text("plum\nsand clay\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(classifier), "--input", str(src),
+                 "--output", str(out)]) == 0
+    assert [json.loads(x)["label"] for x in out.read_text().splitlines()] == ["fruit", "stone"]
+
+
+def test_predict_tags_every_whitespace_word(tagger, capsys):
+    assert main(["predict", "--model", str(tagger), "plum rock  apple"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row == {"words": ["plum", "rock", "apple"], "tags": ["F", "S", "F"]}
+
+
+def test_tagger_tags_sentences_longer_than_max_len_in_chunks(tagger):
+    predictor = ft.Predictor(tagger)
+    words = [FRUIT[i % 8] if i % 3 else STONE[i % 8] for i in range(70)]  # > max_len 32
+    tags, long = predictor.tag([words])
+    assert long == 1 and tags[0] == ["F" if w in FRUIT else "S" for w in words]
+
+
+def test_evaluate_writes_metrics_and_confusion_png(classifier, toy, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--model", str(classifier), "--data", str(toy["train"]),
+                 "--output", str(out), "--no-progress"]) == 0
+    m = json.loads(out.read_text())
+    assert m["accuracy"] == 1.0 and m["confusion_matrix"][0][1] == 0
+    assert (tmp_path / "m_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert "accuracy 1.0000" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_classification_metrics_equal_scikit_learn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        k = int(rng.integers(2, 6))
+        t, p = rng.integers(0, k, 25), rng.integers(0, k, 25)
+        labels = [f"c{i}" for i in range(k)]
+        s = M.classification_scores(t, p, labels)
+        assert s["accuracy"] == pytest.approx(sk.accuracy_score(t, p))
+        assert s["macro_f1"] == pytest.approx(sk.f1_score(t, p, average="macro", zero_division=0))
+        prec, rec, f1, sup = sk.precision_recall_fscore_support(t, p, labels=range(k),
+                                                                zero_division=0)
+        got = np.array([[c["precision"], c["recall"], c["f1"], c["support"]]
+                        for c in s["per_class"].values()])
+        np.testing.assert_allclose(got, np.stack([prec, rec, f1, sup], 1))
+        assert s["confusion_matrix"] == sk.confusion_matrix(t, p, labels=range(k)).tolist()
+
+
+def test_entity_metrics_equal_seqeval():
+    seqeval = pytest.importorskip("seqeval.metrics")
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-MISC", "E-LOC", "S-PER"]
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        gold = [[tags[i] for i in rng.integers(0, 8, rng.integers(1, 10))] for _ in range(3)]
+        pred = [[tags[i] for i in rng.integers(0, 8, len(g))] for g in gold]
+        for g in gold:
+            assert M.entity_spans(g) == get_entities(g)
+        if not any(get_entities(g) for g in gold):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = seqeval.classification_report(gold, pred, output_dict=True, zero_division=0)
+        ours = M.entity_scores(M.entity_counts(gold, pred))
+        assert ours["entity_f1"] == pytest.approx(ref["micro avg"]["f1-score"])
+        for name, s in ours["per_type"].items():
+            if name in ref:
+                assert s["f1"] == pytest.approx(ref[name]["f1-score"])
+
+
+# --------------------------------------------------------------------------- training options
+
+
+def _encoder_checkpoint(toy, tmp_path):
+    tok = Tokenizer.from_pretrained(toy["tok"])
+    config = LanistrConfig.from_name("tiny", vocab_size=tok.vocab_size, dropout=0.0)
+    model = LanistrForMaskedLM(config)
+    model.save_pretrained(tmp_path / "enc")
+    tok.save_pretrained(tmp_path / "enc")
+    return tmp_path / "enc"
+
+
+def test_frozen_layers_stay_bitwise_unchanged(toy, tmp_path):
+    init = _encoder_checkpoint(toy, tmp_path)
+    args = toy_sets(toy, init=init, drop=["model.preset"],
+                    **{"finetune.freeze_layers": 1, "train.epochs": 1, "train.lr": 1e-2})
+    assert main(["finetune", "--output", str(tmp_path / "r"), *args]) == 0
+    before, after = read_weights(init), read_weights(tmp_path / "r" / "model")
+    frozen = [k for k in before if k.startswith(("model.encoder.embeddings.",
+                                                 "model.encoder.layers.0."))]
+    trained = [k for k in before if k.startswith("model.encoder.layers.1.")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_layer_lr_decay_scales_each_depth():
+    model = LanistrForMaskedLM(LanistrConfig.from_name("tiny"))  # 2 layers
+    groups = ft.layer_decay_groups(model, 1.0, 0.01, 0.5)
+    by_name = {id(p): g["lr"] for g in groups for p in g["params"]}
+    lr = {n: by_name[id(p)] for n, p in model.named_parameters()}
+    assert lr["model.encoder.embeddings.token.weight"] == 0.125
+    assert lr["model.encoder.embeddings.norm.bias"] == 0.125
+    assert all(v == 0.25 for n, v in lr.items() if n.startswith("model.encoder.layers.0."))
+    assert all(v == 0.5 for n, v in lr.items() if n.startswith("model.encoder.layers.1."))
+    assert lr["mlm_head.dense.weight"] == 1.0
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert decay[id(named["model.encoder.layers.0.ffn.fc1.weight"])] == 0.01
+    assert decay[id(named["model.encoder.layers.0.ffn_norm.weight"])] == 0.0
+
+
+def test_balanced_class_weights_weight_the_loss_and_its_count(toy):
+    tok = Tokenizer.from_pretrained(toy["tok"])
+    texts = ["plum", "rock", "iron", "sand"]
+    ids, types, _ = ft.encode_texts(tok, texts, None, 16)
+    data = ft.Encoded("x", [1, 2, 3, 4], ids, types, np.array([0, 1, 1, 1]))
+    meta = {}
+    plain = ft.ClassificationTask(data, None, ["fruit", "stone"], tok, ft.FinetuneOptions(), meta)
+    weighted = ft.ClassificationTask(data, None, ["fruit", "stone"], tok,
+                                     ft.FinetuneOptions(class_weights="balanced"), meta)
+    w = ft.balanced_weights([1, 3])
+    np.testing.assert_allclose(w, [2.0, 2 / 3])  # n / (K * n_c), as scikit-learn
+    model = ft.build_model(LanistrForSequenceClassification, "scratch", {"preset": "tiny"}, tok,
+                           ["fruit", "stone"], 16).eval()
+    batch = weighted.collate([0, 1, 2, 3], 0)
+    assert plain.counts(batch) == {"loss": 4.0}
+    assert weighted.counts(batch) == {"loss": pytest.approx(2.0 + 3 * 2 / 3)}
+    with torch.no_grad():
+        logits = model(batch["input_ids"], batch["attention_mask"]).logits
+    y = batch["labels"]
+    per = F.cross_entropy(logits, y, reduction="none")
+    expected = float((torch.tensor(w, dtype=torch.float32)[y] * per).sum())
+    with torch.no_grad():
+        weighted_sum = float(weighted.loss_sums(model, batch)["loss"])
+        plain_sum = float(plain.loss_sums(model, batch)["loss"])
+    assert weighted_sum == pytest.approx(expected, rel=1e-5)
+    assert plain_sum == pytest.approx(float(per.sum()), rel=1e-5)
+    # sum / count is PyTorch's weighted mean
+    mean = F.cross_entropy(logits, y, weight=torch.tensor(w, dtype=torch.float32))
+    ratio = weighted_sum / weighted.counts(batch)["loss"]
+    assert ratio == pytest.approx(float(mean), rel=1e-5)
+
+
+def test_train_defaults_fill_only_what_the_config_leaves_out():
+    section = ft._train_section({"train": {"lr": 1e-3}}, pretrained=True)
+    assert section["lr"] == 1e-3 and section["epochs"] == 3.0 and section["max_steps"] == 0
+    assert TrainConfig(**{k: v for k, v in section.items()}).batch_size == 16
