@@ -18,7 +18,14 @@ from lanistr import viz
 from lanistr.cli import main
 from lanistr.config import LanistrConfig
 from lanistr.nn import LanistrForSequenceClassification, LanistrModel
-from lanistr.viz.weights import BandAttention, DenseAttention, block_starts, rollout_rows
+from lanistr.viz.weights import (
+    BandAttention,
+    DenseAttention,
+    LowRankAttention,
+    SparseAttention,
+    block_starts,
+    rollout_rows,
+)
 
 WORDS = "the a cat dog sat on mat and it was good bad film movie very".split()
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "un", "##believ", "##able", "##s"]
@@ -100,52 +107,91 @@ def test_merging_per_layer_attentions_keeps_the_model_form():
 # ------------------------------------------------------------------------------- sparse forms
 
 
-def _has_backend(name: str) -> bool:
+def _backends_with_weights() -> list[str]:
     from lanistr.nn.attention import list_backends
 
-    return name in {spec.name for spec in list_backends()}
+    return [spec.name for spec in list_backends() if spec.capabilities.returns_weights]
 
 
-needs_sliding_window = pytest.mark.skipif(not _has_backend("sliding_window"),
+needs_sliding_window = pytest.mark.skipif("sliding_window" not in _backends_with_weights(),
                                           reason="the sliding_window attention backend is not there")
+
+# Small settings so that every sparse backend is really sparse on 30 tokens.
+BACKEND_OPTIONS = {"sliding_window": {"window": 3}, "linformer": {"k": 8},
+                   "lsh": {"bucket_size": 4, "n_hashes": 2}}
+EXPECTED_FORM = {"full": DenseAttention, "sliding_window": BandAttention,
+                 "linformer": LowRankAttention, "lsh": SparseAttention}
+
+
+def tiny_model(backend="full", max_len=64, cls=LanistrModel, **options):
+    attention = {"backend": backend, **BACKEND_OPTIONS.get(backend, {}), **options}
+    config = LanistrConfig.from_name("tiny", vocab_size=len(VOCAB), max_len=max_len,
+                                     attention=attention)
+    return cls(config).eval()
 
 
 def sliding_window_model(window=3, global_tokens=(0,), max_len=64, cls=LanistrModel):
-    config = LanistrConfig.from_name(
-        "tiny", vocab_size=len(VOCAB), max_len=max_len,
-        attention={"backend": "sliding_window", "window": window,
-                   "global_tokens": list(global_tokens)})
-    return cls(config).eval()
+    return tiny_model("sliding_window", max_len, cls, window=window,
+                      global_tokens=list(global_tokens))
+
+
+def dense_reference(attentions, index, n):
+    return [DenseAttention((a.densify() if hasattr(a, "densify") else a)[index, :, :n, :n].numpy())
+            for a in attentions]
+
+
+@pytest.mark.parametrize("backend", _backends_with_weights())
+def test_every_backend_form_agrees_with_its_densified_weights(backend):
+    """Each backend's compact weights give, through every operation the views use, what its
+    densify() gives; parametrized over the registry, so a new backend is checked for free."""
+    model = tiny_model(backend)
+    ids = torch.randint(5, len(VOCAB), (2, 30), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 22:] = 0
+    with torch.no_grad():
+        out = model(ids, mask, output_attentions=True)
+    for index, n in ((0, 30), (1, 22)):
+        layers = viz.as_layers(out.attentions, index, n)
+        assert type(layers[0]) is EXPECTED_FORM.get(backend, type(layers[0]))
+        dense = dense_reference(out.attentions, index, n)
+        la, ref = layers[1], dense[1]
+        np.testing.assert_allclose(np.nan_to_num(la.window(0, n)), ref.weights, atol=1e-5)
+        np.testing.assert_allclose(np.nan_to_num(la.window(5, 17)), ref.weights[:, 5:17, 5:17],
+                                   atol=1e-5)
+        for q in (0, 9, n - 1):
+            np.testing.assert_allclose(np.nan_to_num(la.rows(q)), ref.weights[:, q], atol=1e-5)
+        for starts in (block_starts(n, 10), np.array([0, 10, 20]), np.array([0, 1, 2, 5, 9, 13])):
+            agg = la.aggregate(starts)
+            np.testing.assert_allclose(np.nan_to_num(agg.window(0, agg.length)),
+                                       ref.aggregate(starts).weights, atol=1e-5)
+        x = np.random.default_rng(0).random((3, n))
+        np.testing.assert_allclose(la.left_matmul(x), x @ ref.weights.mean(0), atol=1e-5)
+        np.testing.assert_allclose(la.row_sums(), ref.weights.sum(-1), atol=1e-5)
+        np.testing.assert_allclose(rollout_rows(layers, np.eye(n)),
+                                   rollout_rows(dense, np.eye(n)), atol=1e-5)
+        # Only the sparse forms leave cells uncomputed, and those hold 0 in the dense matrix.
+        missing = np.isnan(la.window(0, n))
+        assert missing.any() == (backend in ("sliding_window", "lsh"))
+        assert np.all(ref.weights[missing] == 0)
 
 
 @needs_sliding_window
 @pytest.mark.parametrize("global_tokens", [(0,), (), (0, 9)])
-def test_band_form_agrees_with_the_densified_weights(global_tokens):
+def test_band_form_stays_a_band_through_aggregation(global_tokens):
     model = sliding_window_model(global_tokens=global_tokens)
-    ids = torch.randint(5, len(VOCAB), (2, 30), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    mask[1, 24:] = 0
+    ids = torch.randint(5, len(VOCAB), (1, 30), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = model(ids, mask, output_attentions=True)
-    for index, n in ((0, 30), (1, 24)):
-        layers = viz.as_layers(out.attentions, index, n)
-        assert all(isinstance(la, BandAttention) for la in layers)
-        dense = [DenseAttention(a.densify()[index, :, :n, :n].numpy()) for a in out.attentions]
-        band, ref = layers[1], dense[1]
-        np.testing.assert_allclose(np.nan_to_num(band.window(0, n)), ref.weights, atol=1e-6)
-        np.testing.assert_allclose(np.nan_to_num(band.window(5, 17)), ref.weights[:, 5:17, 5:17],
-                                   atol=1e-6)
-        assert np.isnan(band.window(0, n)[0, 12, 20])  # outside the band: never computed
-        for q in (0, 9, n - 1):
-            np.testing.assert_allclose(np.nan_to_num(band.rows(q)), ref.weights[:, q], atol=1e-6)
-        # Blocks of 3 stay a (narrower) band; blocks of 10 become a small dense matrix.
-        for starts, form in ((block_starts(n, 10), "band"), (np.array([0, 10, 20]), "dense")):
-            agg = band.aggregate(starts)
-            assert agg.form == form
-            np.testing.assert_allclose(np.nan_to_num(agg.window(0, agg.length)),
-                                       ref.aggregate(starts).weights, atol=1e-5)
-        np.testing.assert_allclose(rollout_rows(layers, np.eye(n)), rollout_rows(dense, np.eye(n)),
-                                   atol=1e-5)
+        out = model(ids, output_attentions=True)
+    band = viz.as_layers(out.attentions)[1]
+    ref = dense_reference(out.attentions, 0, 30)[1]
+    assert isinstance(band, BandAttention) and band.band.shape == (4, 30, 7)
+    assert np.isnan(band.window(0, 30)[0, 12, 20])  # outside the band: never computed
+    # Blocks of 3 stay a (narrower) band; blocks of 10 become a small dense matrix.
+    for starts, form in ((block_starts(30, 10), "band"), (np.array([0, 10, 20]), "dense")):
+        agg = band.aggregate(starts)
+        assert agg.form == form
+        np.testing.assert_allclose(np.nan_to_num(agg.window(0, agg.length)),
+                                   ref.aggregate(starts).weights, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------- figures
@@ -237,23 +283,26 @@ def parse_page(text: str):
 
 def decode_head(obj: dict, n: int, scale: int) -> np.ndarray:
     """What the page's decode() does, in Python."""
-    m = np.full((n, n), np.nan)
-    v = np.asarray(obj["v"], dtype=float)
+    def floats(values):  # JSON null (never computed) -> NaN
+        return np.array([np.nan if x is None else x / scale for x in values])
+
+    v = floats(obj["v"])
     if obj["form"] == "dense":
-        m = np.where(v < 0, np.nan, v / scale).reshape(n, n)
-        return m
+        return v.reshape(n, n)
+    m = np.full((n, n), np.nan)
     w = obj["w"]
     for i in range(n):
         for s in range(2 * w + 1):
             j = i + s - w
-            if 0 <= j < n and v[i * (2 * w + 1) + s] >= 0:
-                m[i, j] = v[i * (2 * w + 1) + s] / scale
+            if 0 <= j < n and not np.isnan(v[i * (2 * w + 1) + s]):
+                m[i, j] = v[i * (2 * w + 1) + s]
     g = obj["g"]
-    gc = np.asarray(obj["gc"]).reshape(n, len(g))
-    gr = np.asarray(obj["gr"]).reshape(len(g), n)
+    gc = floats(obj["gc"]).reshape(n, len(g))
+    gr = floats(obj["gr"]).reshape(len(g), n)
     for c, pos in enumerate(g):
-        m[gc[:, c] >= 0, pos] = gc[gc[:, c] >= 0, c] / scale
-        m[pos] = np.where(gr[c] < 0, np.nan, gr[c] / scale)
+        known = ~np.isnan(gc[:, c])
+        m[known, pos] = gc[known, c]
+        m[pos] = gr[c]
     return m
 
 
@@ -291,6 +340,23 @@ def test_html_stores_a_sliding_window_layer_as_its_band():
     np.testing.assert_allclose(got[inside], dense[inside], atol=0.5e-3 + 1e-9)
     assert np.all(dense[~inside] == 0)
     assert any("tokens 0–29 of 40" in note for note in data["notes"])
+
+
+@pytest.mark.parametrize("backend", _backends_with_weights())
+def test_html_holds_each_backends_weights_and_what_it_never_computed(backend):
+    model = tiny_model(backend)
+    ids = torch.randint(5, len(VOCAB), (1, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = model(ids, output_attentions=True)
+    tokens = [f"t{i}" for i in range(24)]
+    _, data = parse_page(viz.render_html(out.attentions, tokens))
+    layer = viz.as_layers(out.attentions)[0]
+    for h in range(4):
+        got = decode_head(data["attn"][0][h], 24, data["scale"])
+        want = layer.window(0, 24)[h]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # grey = never computed
+        known = ~np.isnan(want)
+        np.testing.assert_allclose(got[known], want[known], atol=0.5e-3 + 1e-6)
 
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")

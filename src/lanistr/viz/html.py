@@ -7,7 +7,8 @@ it (blue underline); clicking it makes it the query of the heads and rollout vie
 
 Weights are stored as integers (rounded to ``decimals`` places). A sliding-window layer is
 stored as its band (``n x (2w+1)``, plus the columns and rows of its global tokens) when that
-is smaller than the square; cells a backend never computed are -1 and drawn grey. At most ``max_tokens`` tokens are stored: a longer
+is smaller than the square; cells a backend never computed (outside a band, outside the LSH
+buckets) are null and drawn grey. At most ``max_tokens`` tokens are stored: a longer
 input shows a window of it (the page says which).
 """
 
@@ -25,10 +26,14 @@ from lanistr.viz.weights import BandAttention, LayerAttention, as_layers, rollou
 MAX_TOKENS = 256
 
 
-def _ints(x: np.ndarray, scale: int) -> list[int]:
-    """Weights as rounded integers; -1 where not computed (NaN)."""
-    q = np.where(np.isnan(x), -1, np.rint(np.nan_to_num(x, nan=0.0) * scale))
-    return q.astype(np.int64).ravel().tolist()
+def _ints(x: np.ndarray, scale: int) -> list[int | None]:
+    """Weights as rounded integers (``round(x * scale)``); None (JSON null) where not
+    computed. Values may be negative (Linformer's mixing weights)."""
+    flat = np.asarray(x, dtype=np.float64).ravel()
+    out = np.rint(np.nan_to_num(flat, nan=0.0) * scale).astype(np.int64).tolist()
+    for i in np.flatnonzero(np.isnan(flat)).tolist():
+        out[i] = None
+    return out
 
 
 def _head_payload(layer: LayerAttention, start: int, stop: int, scale: int) -> list[dict]:
@@ -73,10 +78,13 @@ def attention_payload(attentions, tokens: Sequence[str], *, index: int = 0, quer
     if (start, stop) != (0, t):
         notes.append(f"Showing tokens {start}–{stop - 1} of {t}; weights on tokens outside "
                      "this window are not drawn (rows do not sum to 1).")
-    forms = sorted({la.form for la in layers})
-    if forms != ["dense"]:
-        notes.append(f"Attention form: {', '.join(forms)} (grey cells were never computed "
-                     "by the backend).")
+    forms = {la.form for la in layers}
+    if forms & {"band", "buckets"}:
+        notes.append("Grey cells were never computed by the attention backend "
+                     f"({', '.join(sorted(forms & {'band', 'buckets'}))}).")
+    if "lowrank" in forms:
+        notes.append("Linformer: the matrix is probs @ F^T, how each query mixes the values; "
+                     "its entries are not probabilities (they can be negative or exceed 1).")
     if not start <= query < stop:
         query = start
     scale = 10 ** int(decimals)
@@ -213,8 +221,8 @@ var STOPS = [[68,1,84],[71,44,122],[59,81,139],[44,113,142],[33,144,141],[39,173
              [92,200,99],[170,220,50],[253,231,37]];
 var GREY = [217, 217, 217];
 function color(t) {
-  if (!(t >= 0)) return GREY;
-  t = Math.min(1, t) * (STOPS.length - 1);
+  if (t !== t) return GREY;  // NaN: never computed
+  t = Math.max(0, Math.min(1, t)) * (STOPS.length - 1);
   var i = Math.min(STOPS.length - 2, Math.floor(t)), f = t - i, a = STOPS[i], b = STOPS[i + 1];
   return [a[0] + f * (b[0] - a[0]), a[1] + f * (b[1] - a[1]), a[2] + f * (b[2] - a[2])];
 }
@@ -224,7 +232,7 @@ var cache = {};
 function decode(obj) {
   var m = new Float32Array(n * n), v = obj.v, i, j;
   if (obj.form === "dense") {
-    for (i = 0; i < n * n; i++) m[i] = v[i] < 0 ? NaN : v[i] / S;
+    for (i = 0; i < n * n; i++) m[i] = v[i] === null ? NaN : v[i] / S;
   } else {  // band: v[i*(2w+1) + (j - i + w)], then global columns gc[i*G + g], rows gr[g*n + j]
     var w = obj.w, width = 2 * w + 1, g = obj.g, G = g.length, x;
     m.fill(NaN);
@@ -232,15 +240,15 @@ function decode(obj) {
       j = i + s - w;
       if (j < 0 || j >= n) continue;
       x = v[i * width + s];
-      if (x >= 0) m[i * n + j] = x / S;
+      if (x !== null) m[i * n + j] = x / S;
     }
     for (i = 0; i < n; i++) for (var c = 0; c < G; c++) {
       x = obj.gc[i * G + c];
-      if (x >= 0) m[i * n + g[c]] = x / S;
+      if (x !== null) m[i * n + g[c]] = x / S;
     }
     for (var r = 0; r < G; r++) for (j = 0; j < n; j++) {
       x = obj.gr[r * n + j];
-      m[g[r] * n + j] = x < 0 ? NaN : x / S;
+      m[g[r] * n + j] = x === null ? NaN : x / S;
     }
   }
   return m;

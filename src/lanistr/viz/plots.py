@@ -122,6 +122,12 @@ def _cmap(name: str = CMAP):
     return matplotlib.colormaps[name].with_extremes(bad=NOT_COMPUTED)
 
 
+def _vmin(m: np.ndarray) -> float:
+    """0, or the smallest value when there are negative ones (Linformer mixing weights)."""
+    finite = m[np.isfinite(m)]
+    return min(0.0, float(finite.min())) if finite.size else 0.0
+
+
 def _vmax(m: np.ndarray) -> float:
     finite = m[np.isfinite(m)]
     top = float(finite.max()) if finite.size else 0.0
@@ -187,7 +193,7 @@ def _matrix_figure(m: np.ndarray, row_units: Units, col_units: Units, title: str
     width, height = left + ax_w + right, bottom + ax_h + top
     fig = _figure(width, height)
     ax = fig.add_axes((left / width, bottom / height, ax_w / width, ax_h / height))
-    im = ax.imshow(m, cmap=_cmap(), vmin=0.0, vmax=_vmax(m), interpolation="nearest",
+    im = ax.imshow(m, cmap=_cmap(), vmin=_vmin(m), vmax=_vmax(m), interpolation="nearest",
                    aspect="auto")
     _set_ticks(ax, "x", col_units.labels, ax_w, col_units.max_labels)
     _set_ticks(ax, "y", row_units.labels, ax_h, row_units.max_labels)
@@ -254,7 +260,7 @@ def attention_grid(attentions, tokens: Sequence[str] | None = None, *, index: in
     tokens = list(tokens) if tokens is not None else [str(i) for i in range(t)]
     units = choose_units(tokens, None, max_cells, unit)
     mats = [layer_matrix(la, units) for la in layers]  # L x (H, n, n)
-    vmax = max(_vmax(m) for m in mats)
+    vmin, vmax = min(_vmin(m) for m in mats), max(_vmax(m) for m in mats)
     n_layers, n_heads = len(layers), layers[0].num_heads
     cell = 1.3 if n_layers * n_heads <= 64 else 0.9
     left, top, bottom, right = 0.55, (0.75 if title else 0.35), 0.25, 1.0
@@ -269,7 +275,7 @@ def attention_grid(attentions, tokens: Sequence[str] | None = None, *, index: in
             x0 = left + h * cell
             y0 = height - top - (li + 1) * cell
             ax = fig.add_axes((x0 / width, y0 / height, (cell - gap) / width, (cell - gap) / height))
-            im = ax.imshow(m[h], cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest",
+            im = ax.imshow(m[h], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest",
                            aspect="auto")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -338,7 +344,7 @@ def rollout_figure(attentions, tokens: Sequence[str], *, query: int = 0, index: 
     bar_ax.set_title(f"contribution of each input {unit} to {unit} {query} {tokens[query]!r}"
                      + ("" if units.starts is None else " (summed over blocks)"), fontsize=9)
     ax = fig.add_axes((left / width, below / height, ax_w / width, ax_w / height))
-    im = ax.imshow(matrix, cmap=_cmap(), vmin=0.0, vmax=_vmax(matrix), interpolation="nearest",
+    im = ax.imshow(matrix, cmap=_cmap(), vmin=_vmin(matrix), vmax=_vmax(matrix), interpolation="nearest",
                    aspect="auto")
     _set_ticks(ax, "x", units.labels, ax_w, units.max_labels)
     _set_ticks(ax, "y", units.labels, ax_w, units.max_labels)

@@ -69,6 +69,9 @@ class LayerAttention:
 
 
 class DenseAttention(LayerAttention):
+    """``weights`` ``(H, T, T)``; ``computed`` ``(T, T)`` or ``(H, T, T)`` bool, or None when
+    every weight was computed."""
+
     form = "dense"
 
     def __init__(self, weights: np.ndarray, computed: np.ndarray | None = None):
@@ -76,19 +79,19 @@ class DenseAttention(LayerAttention):
         if weights.ndim != 3 or weights.shape[1] != weights.shape[2]:
             raise ValueError(f"expected (H, T, T) attention weights, got shape {weights.shape}")
         self.weights = weights  # (H, T, T)
-        self.computed = computed  # (T, T) bool or None (= everywhere)
+        self.computed = computed
         self.num_heads, self.length = weights.shape[0], weights.shape[1]
 
     def rows(self, query):
         out = self.weights[:, query, :]
         if self.computed is not None:
-            out = np.where(self.computed[query], out, np.nan)
+            out = np.where(self.computed[..., query, :], out, np.nan)
         return out
 
     def window(self, start, stop):
         out = self.weights[:, start:stop, start:stop]
         if self.computed is not None:
-            out = np.where(self.computed[start:stop, start:stop], out, np.nan)
+            out = np.where(self.computed[..., start:stop, start:stop], out, np.nan)
         return out
 
     def aggregate(self, starts):
@@ -99,7 +102,7 @@ class DenseAttention(LayerAttention):
         computed = None
         if self.computed is not None:
             c = self.computed.astype(np.int32)
-            computed = np.add.reduceat(np.add.reduceat(c, starts, axis=1), starts, axis=0) > 0
+            computed = np.add.reduceat(np.add.reduceat(c, starts, axis=-1), starts, axis=-2) > 0
         return DenseAttention(merged, computed)
 
     def left_matmul(self, x):
@@ -107,6 +110,115 @@ class DenseAttention(LayerAttention):
 
     def row_sums(self):
         return self.weights.sum(axis=-1)
+
+
+class LowRankAttention(LayerAttention):
+    """Linformer: ``A = probs @ proj^T`` with ``probs`` ``(H, T, k)`` (each query over the
+    ``k`` projected rows) and ``proj`` ``(T, k)`` (the value projection ``F``). ``A`` mixes
+    the values; its entries need not be probabilities (``F`` is learned). Every operation
+    works on the factors, so a long input never becomes a ``T x T`` matrix."""
+
+    form = "lowrank"
+
+    def __init__(self, probs: np.ndarray, proj: np.ndarray):
+        self.probs = np.asarray(probs, dtype=np.float32)  # (H, T, k)
+        self.proj = np.asarray(proj, dtype=np.float32)  # (T, k)
+        if self.probs.ndim != 3 or self.proj.shape != (self.probs.shape[1], self.probs.shape[2]):
+            raise ValueError(f"low-rank factors of shapes {self.probs.shape} and "
+                             f"{self.proj.shape} do not match")
+        self.num_heads, self.length = self.probs.shape[0], self.probs.shape[1]
+
+    def rows(self, query):
+        return _matmul(self.probs[:, query, :], self.proj.T)  # (H, T)
+
+    def window(self, start, stop):
+        return _matmul(self.probs[:, start:stop], self.proj[start:stop].T)  # (H, n, n)
+
+    def aggregate(self, starts):
+        # mean over a query group of sum over a key group = (mean of probs) @ (sum of proj)^T
+        starts = _check_starts(starts, self.length)
+        counts = np.diff(np.append(starts, self.length)).astype(np.float32)
+        probs = np.add.reduceat(self.probs, starts, axis=1) / counts[None, :, None]
+        return LowRankAttention(probs, np.add.reduceat(self.proj, starts, axis=0))
+
+    def left_matmul(self, x):
+        return _matmul(_matmul(x, self.probs.mean(axis=0)), self.proj.T)
+
+    def row_sums(self):
+        return _matmul(self.probs, self.proj.sum(axis=0))  # (H, T)
+
+
+class SparseAttention(LayerAttention):
+    """Weights a backend computed for a few (query, key) pairs per head, e.g. LSH buckets:
+    ``query``, ``key`` ``(H, E)`` int and ``values`` ``(H, E)``. A pair listed more than once
+    (found in several hashing rounds) counts with the sum of its values; a pair never listed
+    was never computed."""
+
+    form = "buckets"
+
+    def __init__(self, query: np.ndarray, key: np.ndarray, values: np.ndarray, length: int):
+        self.query = np.asarray(query)
+        self.key = np.asarray(key)
+        self.values = np.asarray(values, dtype=np.float32)
+        if not self.query.shape == self.key.shape == self.values.shape or self.query.ndim != 2:
+            raise ValueError(f"sparse entries of shapes {self.query.shape}, {self.key.shape}, "
+                             f"{self.values.shape} do not match")
+        self.num_heads, self.length = self.values.shape[0], int(length)
+
+    def _scatter(self, q0, q1, k0, k1) -> np.ndarray:
+        """Dense ``(H, q1-q0, k1-k0)`` block, NaN where no pair was listed."""
+        nq, nk = q1 - q0, k1 - k0
+        out = np.full((self.num_heads, nq * nk), np.nan, dtype=np.float32)
+        for h in range(self.num_heads):
+            q, k = self.query[h], self.key[h]
+            keep = (q >= q0) & (q < q1) & (k >= k0) & (k < k1)
+            flat = (q[keep] - q0).astype(np.int64) * nk + (k[keep] - k0)
+            seen = np.bincount(flat, minlength=nq * nk) > 0
+            total = np.bincount(flat, weights=self.values[h, keep], minlength=nq * nk)
+            out[h, seen] = total[seen]
+        return out.reshape(self.num_heads, nq, nk)
+
+    def rows(self, query):
+        return self._scatter(query, query + 1, 0, self.length)[:, 0]
+
+    def window(self, start, stop):
+        return self._scatter(start, stop, start, stop)
+
+    def aggregate(self, starts):
+        starts = _check_starts(starts, self.length)
+        group = np.zeros(self.length, dtype=np.int32)
+        group[starts[1:]] = 1
+        group = np.cumsum(group, dtype=np.int32)
+        counts = np.bincount(group).astype(np.float32)
+        gq = group[self.query]
+        return SparseAttention(gq, group[self.key], self.values / counts[gq], len(starts))
+
+    def _mean_transposed(self):
+        """``mean_h(A)^T`` as a torch CSR matrix (cached): ``x @ A = (A^T @ x^T)^T``."""
+        cached = self.__dict__.get("_csr")
+        if cached is None:
+            import warnings
+
+            import torch
+
+            idx = torch.from_numpy(np.stack([self.key.ravel(), self.query.ravel()]).astype(np.int64))
+            vals = torch.from_numpy(self.values.ravel() / self.num_heads)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                coo = torch.sparse_coo_tensor(idx, vals, (self.length, self.length),
+                                              check_invariants=False).coalesce()
+                cached = self.__dict__["_csr"] = coo.to_sparse_csr()
+        return cached
+
+    def left_matmul(self, x):
+        import torch
+
+        xt = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float32).T))
+        return (self._mean_transposed() @ xt).numpy().T
+
+    def row_sums(self):
+        return np.stack([np.bincount(self.query[h], weights=self.values[h], minlength=self.length)
+                         for h in range(self.num_heads)]).astype(np.float32)
 
 
 class BandAttention(LayerAttention):
@@ -329,7 +441,7 @@ def _one_layer(a, index: int, length: int | None) -> LayerAttention:
         if length is None or length == a.length:
             return a
         w = a.window(0, length)  # (H, n, n), NaN where not computed
-        computed = ~np.isnan(w).all(axis=0)
+        computed = ~np.isnan(w)
         return DenseAttention(np.nan_to_num(w, nan=0.0), None if computed.all() else computed)
     if hasattr(a, "densify"):
         return _from_sparse(a, index, length)
@@ -346,8 +458,13 @@ def _one_layer(a, index: int, length: int | None) -> LayerAttention:
 
 def _from_sparse(a, index: int, length: int | None) -> LayerAttention:
     """A backend's compact weights, kept compact where their form is known."""
-    if getattr(a, "form", None) == "band" and hasattr(a, "band") and hasattr(a, "window"):
+    form = getattr(a, "form", None)
+    if form == "band" and hasattr(a, "band") and hasattr(a, "window"):
         return _from_band(a, index, length)
+    if form == "lowrank" and hasattr(a, "probs") and hasattr(a, "value_projection"):
+        return _from_lowrank(a, index, length)
+    if form == "buckets" and hasattr(a, "chunk_probs") and hasattr(a, "order"):
+        return _from_buckets(a, index, length)
     t = _sparse_length(a)
     if t > MAX_DENSE_TOKENS:
         raise LanistrError(
@@ -375,6 +492,52 @@ def _from_band(a, index: int, length: int | None) -> BandAttention:
     keys = np.arange(t)[:, None] + np.arange(2 * w + 1)[None, :] - w
     band = np.where((keys >= 0) & (keys < t), band, 0.0)
     return BandAttention(band, w, gpos[keep], gcols, grows)
+
+
+def _from_lowrank(a, index: int, length: int | None) -> LowRankAttention:
+    """``LinformerWeights``: ``probs`` (B, H, T, k) and ``value_projection`` (B, T, k)."""
+    probs = _numpy(a.probs)[index]
+    proj = _numpy(a.value_projection)[index]
+    t = probs.shape[1] if length is None else length
+    return LowRankAttention(probs[:, :t], proj[:t])
+
+
+def _from_buckets(a, index: int, length: int | None) -> SparseAttention:
+    """``LSHWeights``: every (query, key) pair of every round's chunk pairs, weighted by the
+    round's weight, as in its ``densify()``; the wrapped-around "previous chunk" of the first
+    chunk, padding and the internal padding positions were never computed."""
+    import torch
+    import torch.nn.functional as F
+
+    order = a.order[index].long()  # (H, R, Tp)
+    probs = a.chunk_probs[index].detach().float()  # (H, R, C, bs, 2bs)
+    rounds = a.round_weights[index].detach().float()  # (H, R, T)
+    h, r, c, bs, _ = probs.shape
+    t_all, tp = rounds.shape[-1], order.shape[-1]
+    t = t_all if length is None else length
+    qpos = order.view(h, r, c, bs)
+    kpos = torch.cat([qpos.roll(1, 2), qpos], -1)  # (H, R, C, 2bs)
+    rw = F.pad(rounds, (0, tp - t_all)).gather(2, order).view(h, r, c, bs, 1)
+    values = probs * rw  # (H, R, C, bs, 2bs)
+    q = qpos[..., :, None].expand(values.shape)
+    k = kpos[..., None, :].expand(values.shape)
+    keep = (q < t) & (k < t)
+    keep[:, :, 0, :, :bs] = False  # the first chunk has no previous chunk
+    qs, ks, vs = [], [], []
+    for head in range(h):  # heads keep different numbers of pairs: pad to the longest
+        m = keep[head]
+        qs.append(q[head][m])
+        ks.append(k[head][m])
+        vs.append(values[head][m])
+    e = max(len(x) for x in qs)
+
+    def stack(parts, fill):
+        return torch.stack([F.pad(x, (0, e - len(x)), value=fill) for x in parts]).numpy()
+
+    # Padding pairs point at (0, 0) with value 0: they add nothing but mark (0, 0) as computed,
+    # which it always is ([CLS] is in a chunk with itself).
+    return SparseAttention(stack(qs, 0).astype(np.int32), stack(ks, 0).astype(np.int32),
+                           stack(vs, 0.0), t)
 
 
 def _sparse_length(a) -> int:
