@@ -84,6 +84,12 @@ class Task:
         mask = batch.get("attention_mask")
         return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called on every rank before optimizer step ``step`` (0-based) of ``total_steps``,
+        also right after a resume: for schedules that follow training progress (the
+        gradient-reversal weight of DANN, gradual unfreezing). Keep it a pure function of
+        ``step`` so that a resumed run does exactly what an uninterrupted one does."""
+
     def param_groups(self, model: nn.Module, train: TrainConfig) -> list[dict]:
         """Optimizer parameter groups: no weight decay on biases and LayerNorms."""
         return default_param_groups(model, train.weight_decay)
@@ -308,6 +314,7 @@ class Trainer:
     def _step(self) -> tuple[float, int]:
         ctx, model = self.ctx, self.ddp
         model.train()
+        self.task.on_step(self.state.step, self.total_steps)
         micro = self._micro_batches()
         # Global normalisers, known before any forward: the loss is sum / global count.
         counts: dict[str, float] = {}
