@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "tokenizer",
     "visualize",
     "finetune",
+    "adapt",
     "evaluate",
     "predict",
     "demo",
