@@ -27,6 +27,9 @@ from lanistr.nn.attention.base import (
 
 # Importing the backend modules registers them.
 from lanistr.nn.attention import full  # noqa: E402,F401  isort: skip
+from lanistr.nn.attention import sliding_window  # noqa: E402,F401  isort: skip
+from lanistr.nn.attention import linformer  # noqa: E402,F401  isort: skip
+from lanistr.nn.attention import lsh  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "AttentionBackend",

@@ -1,0 +1,404 @@
+"""Attention backends: the contract, tested over the whole registry, and each backend's exact
+degenerate case (sliding window / LSH / Linformer reduce to full attention)."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from tests.conftest import padded_batch
+
+from lanistr.config import AttentionConfig, LanistrConfig, from_dict
+from lanistr.errors import ConfigError
+from lanistr.nn.attention import (
+    AttentionCapabilityError,
+    SparseAttentionWeights,
+    get_backend,
+    list_backends,
+)
+from lanistr.nn.attention.lsh import LSHAttention
+from lanistr.nn.attention.sliding_window import _BandAttention, _Plan
+
+B, H, D, MAX_LEN = 2, 2, 8, 32
+# Small parameters so that each backend runs its real sparse path on a 13-token sequence.
+SMALL = {
+    "sliding_window": {"window": 2, "global_tokens": [0, 6]},
+    "linformer": {"k": 5},
+    "lsh": {"bucket_size": 4},
+}
+BACKENDS = [spec.name for spec in list_backends()]
+
+
+def make(name: str, dropout: float = 0.0, layer_idx: int = 0, **params):
+    spec = get_backend(name)
+    config = from_dict(spec.config_cls, {**SMALL.get(name, {}), **params}, "attention")
+    return spec.cls(config, num_heads=H, head_dim=D, max_len=MAX_LEN, dropout=dropout,
+                    layer_idx=layer_idx).double()
+
+
+def qkv(t: int = 13, b: int = B, seed: int = 0, requires_grad: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, H, t, D, generator=g, dtype=torch.float64,
+                        requires_grad=requires_grad) for _ in range(3)]
+
+
+def padding(t: int = 13, lengths=(13, 9)) -> torch.Tensor:
+    """(B, T) True at padding."""
+    return torch.arange(t)[None, :] >= torch.tensor(lengths)[:, None]
+
+
+def dense(weights) -> torch.Tensor:
+    return weights.densify() if isinstance(weights, SparseAttentionWeights) else weights
+
+
+def reference(q, k, v, allowed):
+    """Softmax attention restricted to ``allowed`` (Tq, Tk) or (B, 1, Tq, Tk); empty rows -> 0."""
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~allowed, -math.inf)
+    probs = torch.softmax(scores, -1).nan_to_num(0.0)
+    return probs @ v, probs
+
+
+# --------------------------------------------------------------------------------------------
+# the contract, for every registered backend
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_output_shape_and_no_weights_unless_asked(name):
+    q, k, v = qkv()
+    out, weights = make(name)(q, k, v)
+    assert out.shape == q.shape and weights is None
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_padding_does_not_change_real_outputs(name):
+    backend = make(name)
+    if not backend.capabilities.padding_mask:
+        pytest.skip(f"{name} has no padding support")
+    q, k, v = qkv()
+    mask = padding()
+    out = backend(q, k, v, key_padding_mask=mask)[0]
+    real = ~mask
+    # Other values at the padded positions...
+    q2, k2, v2 = (torch.where(mask[:, None, :, None], torch.randn_like(x) * 5, x)
+                  for x in (q, k, v))
+    out2 = backend(q2, k2, v2, key_padding_mask=mask)[0]
+    torch.testing.assert_close(out2.transpose(1, 2)[real], out.transpose(1, 2)[real])
+    # ...and more padding: the real tokens' outputs do not move.
+    q3, k3, v3 = (torch.cat([x, torch.randn(B, H, 6, D, dtype=x.dtype)], 2) for x in (q, k, v))
+    mask3 = torch.cat([mask, torch.ones(B, 6, dtype=torch.bool)], 1)
+    out3 = backend(q3, k3, v3, key_padding_mask=mask3)[0][:, :, :13]
+    torch.testing.assert_close(out3.transpose(1, 2)[real], out.transpose(1, 2)[real])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_gradients_reach_inputs_and_parameters(name):
+    backend = make(name)
+    q, k, v = qkv(requires_grad=True)
+    out = backend(q, k, v, key_padding_mask=padding())[0]
+    (out * torch.randn_like(out)).sum().backward()
+    shared_qk = getattr(backend, "shared_qk", False)
+    for tensor, label in ((q, "q"), (k, "k"), (v, "v")):
+        if label == "k" and shared_qk:  # keys are derived from q: k is documented as unused
+            assert tensor.grad is None
+            continue
+        assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0, label
+    for pname, param in backend.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), pname
+        assert param.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("padded", [False, True])
+def test_weights_reproduce_the_output_and_rows_sum_to_one(name, padded):
+    backend = make(name)
+    q, k, v = qkv()
+    mask = padding() if padded else None
+    plain = backend(q, k, v, key_padding_mask=mask)[0]
+    out, weights = backend(q, k, v, key_padding_mask=mask, need_weights=True)
+    torch.testing.assert_close(out, plain)  # asking for weights does not change the maths
+    w = dense(weights)
+    assert w.shape == (B, H, 13, 13)
+    torch.testing.assert_close(w @ v, out)  # the weights are what mixes the values
+    real = torch.ones(B, 13, dtype=torch.bool) if mask is None else ~mask
+    if backend.capabilities.weights_form == "lowrank":  # probabilities over projected rows
+        torch.testing.assert_close(weights.probs.sum(-1), torch.ones_like(weights.probs[..., 0]))
+        return
+    rows = w.sum(-1).transpose(1, 2)[real]  # real query rows
+    torch.testing.assert_close(rows, torch.ones_like(rows))
+    if mask is not None:
+        assert torch.all(w.transpose(1, 3)[mask] == 0)  # padded keys get nothing
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_capabilities_are_enforced(name):
+    backend = make(name)
+    caps = backend.capabilities
+    q, k, v = qkv()
+    if not caps.causal:
+        with pytest.raises(AttentionCapabilityError, match=name):
+            backend(q, k, v, causal=True)
+    if not caps.cross_attention:
+        with pytest.raises(AttentionCapabilityError, match="cross-attention"):
+            backend(q[:, :, :5], k, v)
+    else:
+        out = backend(q[:, :, :5], k, v)[0]
+        assert out.shape == (B, H, 5, D)
+
+
+@pytest.mark.parametrize("name", [n for n in BACKENDS if get_backend(n).capabilities.causal])
+def test_causal_output_ignores_the_future(name):
+    backend = make(name)
+    q, k, v = qkv()
+    out = backend(q, k, v, causal=True)[0]
+    future = torch.arange(13)[None, None, :, None] > 6
+    q2, k2, v2 = (torch.where(future, torch.randn_like(x), x) for x in (q, k, v))
+    out2 = backend(q2, k2, v2, causal=True)[0]
+    torch.testing.assert_close(out2[:, :, :7], out[:, :, :7])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_config_rejects_unknown_keys(name):
+    with pytest.raises(ConfigError, match="unknown key attention.bogus"):
+        AttentionConfig.from_dict({"backend": name, "bogus": 1})
+
+
+# --------------------------------------------------------------------------------------------
+# sliding window
+
+
+def window_mask(t: int, w: int, globals_=(), causal=False) -> torch.Tensor:
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    allowed = (i - j).abs() <= w
+    for g in globals_:
+        if g < t:
+            allowed[g, :] = True
+            allowed[:, g] = True
+    return allowed & (j <= i) if causal else allowed
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("globals_", [[], [0, 3]])
+def test_sliding_window_wider_than_the_sequence_is_full_attention(causal, globals_):
+    q, k, v = qkv()
+    mask = padding()
+    full = make("full")(q, k, v, key_padding_mask=mask, causal=causal)[0]
+    for window in (12, 1000):
+        sw = make("sliding_window", window=window, global_tokens=globals_)
+        torch.testing.assert_close(sw(q, k, v, key_padding_mask=mask, causal=causal)[0], full)
+
+
+@pytest.mark.parametrize(("t", "window", "globals_"), [
+    (1, 3, [0]), (37, 0, []), (37, 3, [0, 20, 99]), (130, 5, []), (130, 40, [64, 129]),
+    (200, 70, [0]),
+])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sliding_window_matches_a_dense_banded_reference(t, window, globals_, causal):
+    """Blocked computation == softmax over a T x T band mask, outputs and gradients; odd
+    lengths, padding, global tokens inside and outside the band."""
+    q, k, v = qkv(t, requires_grad=True)
+    mask = padding(t, (t, max(1, t - t // 3)))
+    sw = make("sliding_window", window=window, global_tokens=globals_)
+    out, weights = sw(q, k, v, key_padding_mask=mask, causal=causal, need_weights=True)
+    allowed = window_mask(t, window, globals_, causal)[None, None] & ~mask[:, None, None, :]
+    ref, probs = reference(q, k, v, allowed)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(weights.densify(), probs.detach())
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_sliding_window_band_form_holds_each_weight_once():
+    q, k, v = qkv(t=20)
+    w = make("sliding_window", window=3, global_tokens=[0, 9])(q, k, v, need_weights=True)[1]
+    assert w.band.shape == (B, H, 20, 7) and w.window == 3
+    assert w.global_columns.shape == (B, H, 20, 2) and w.global_rows.shape == (B, H, 2, 20)
+    assert w.global_positions.tolist() == [0, 9]
+    assert torch.all(w.band[:, :, 0, :3] == 0)  # keys before position 0
+    assert torch.all(w.global_columns[:, :, 6:13, 1] == 0)  # key 9 is in these rows' band
+    assert torch.all(w.global_columns[:, :, 13:, 1] > 0) and torch.all(w.global_columns[:, :, 1:6, 1] > 0)
+    assert torch.all(w.band[:, :, [0, 9]] == 0)  # global rows live in global_rows
+    torch.testing.assert_close(w.global_rows.sum(-1), torch.ones(B, H, 2, dtype=q.dtype))
+
+
+def test_sliding_window_backward_passes_gradcheck_with_dropout():
+    """The hand-written backward, with a fixed dropout seed so that the function is fixed."""
+    q, k, v = (x[:, :1, :, :3].detach().requires_grad_() for x in qkv(t=11, b=1))
+    mask = padding(11, (9,))
+    gpos = torch.tensor([0, 4])
+    for causal in (False, True):
+        plan = _Plan.make(11, 2, causal)
+
+        def fn(q, k, v, plan=plan):
+            return _BandAttention.apply(q, k, v, plan, ~mask, gpos, 0.3, 1234, False)[0]
+
+        assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-5, fast_mode=True)
+
+
+def test_sliding_window_dropout_is_reproducible_and_only_in_training():
+    sw = make("sliding_window", dropout=0.5)
+    q, k, v = qkv()
+    sw.eval()
+    clean = sw(q, k, v)[0]
+    sw.train()
+    torch.manual_seed(1)
+    a = sw(q, k, v)[0]
+    torch.manual_seed(1)
+    b = sw(q, k, v)[0]
+    torch.testing.assert_close(a, b)
+    assert torch.isfinite(a).all() and not torch.allclose(a, clean)
+
+
+def test_sliding_window_config_validation():
+    with pytest.raises(ConfigError, match="window=-1"):
+        AttentionConfig.from_dict({"backend": "sliding_window", "window": -1})
+    with pytest.raises(ConfigError, match="global_tokens"):
+        AttentionConfig.from_dict({"backend": "sliding_window", "global_tokens": [-2]})
+    cfg = AttentionConfig.from_dict({"backend": "sliding_window", "global_tokens": []})
+    assert cfg.backend_config().global_tokens == []
+
+
+# --------------------------------------------------------------------------------------------
+# LSH
+
+
+def shared_qk_reference(q, v, mask=None):
+    """Full attention over keys = normalised queries; a token sees itself only when alone."""
+    keys = torch.nn.functional.normalize(q, dim=-1)
+    t = q.shape[2]
+    allowed = torch.ones(1, 1, t, t, dtype=torch.bool)
+    if mask is not None:
+        allowed = allowed & ~mask[:, None, None, :]
+    others = allowed & ~torch.eye(t, dtype=torch.bool)
+    alone = ~others.any(-1, keepdim=True)
+    return reference(q, keys, v, others | (alone & torch.eye(t, dtype=torch.bool)))[0]
+
+
+@pytest.mark.parametrize("n_hashes", [1, 3])
+def test_lsh_with_one_bucket_is_full_shared_qk_attention(n_hashes):
+    q, k, v = qkv()
+    mask = padding()
+    lsh = make("lsh", bucket_size=16, n_hashes=n_hashes)
+    torch.testing.assert_close(lsh(q, k, v, key_padding_mask=mask)[0],
+                               shared_qk_reference(q, v, mask))
+    torch.testing.assert_close(lsh(q, k, v)[0], shared_qk_reference(q, v))
+
+
+def test_lsh_token_attends_to_itself_only_when_alone():
+    q, k, v = qkv(t=5)
+    mask = padding(5, (5, 1))  # the second sequence has one real token
+    out = make("lsh", bucket_size=2)(q, k, v, key_padding_mask=mask)[0]
+    torch.testing.assert_close(out[1, :, 0], v[1, :, 0])
+    weights = make("lsh", bucket_size=8)(q, k, v, need_weights=True)[1].densify()
+    assert torch.all(weights.diagonal(dim1=-2, dim2=-1) == 0)
+
+
+def test_lsh_hashing_is_deterministic_under_the_seed():
+    q, k, v = qkv(t=64)
+    buckets = [make("lsh", seed=s, layer_idx=i)(q, k, v, need_weights=True)[1].buckets
+               for s, i in ((0, 0), (0, 0), (1, 0), (0, 1))]
+    assert torch.equal(buckets[0], buckets[1])
+    assert not torch.equal(buckets[0], buckets[2])  # another seed
+    assert not torch.equal(buckets[0], buckets[3])  # another layer
+    # 64 tokens, chunks of 4: 2 * ceil(64 / 8) = 16 buckets, each used
+    assert buckets[0].min() == 0 and buckets[0].max() == 15
+    assert LSHAttention.shared_qk
+
+
+def test_lsh_buckets_mark_padding():
+    q, k, v = qkv()
+    w = make("lsh")(q, k, v, key_padding_mask=padding(), need_weights=True)[1]
+    assert torch.all(w.buckets[1, :, :, 9:] == -1) and torch.all(w.buckets[0] >= 0)
+    assert w.round_weights.shape == (B, H, 2, 13)
+
+
+def test_lsh_config_validation():
+    with pytest.raises(ConfigError, match="n_hashes=0"):
+        AttentionConfig.from_dict({"backend": "lsh", "n_hashes": 0})
+    with pytest.raises(ConfigError, match="bucket_size"):
+        AttentionConfig.from_dict({"backend": "lsh", "bucket_size": "big"})
+
+
+# --------------------------------------------------------------------------------------------
+# Linformer
+
+
+def identity_linformer(t: int, **params):
+    lin = make("linformer", k=t, **params)
+    with torch.no_grad():
+        eye = torch.eye(MAX_LEN, t, dtype=torch.float64)
+        lin.E.copy_(eye)
+        if lin.F is not None:
+            lin.F.copy_(eye)
+    return lin
+
+
+@pytest.mark.parametrize("share_kv", [False, True])
+def test_linformer_with_identity_projections_is_full_attention(share_kv):
+    q, k, v = qkv()
+    lin = identity_linformer(13, share_kv=share_kv)
+    full = make("full")
+    torch.testing.assert_close(lin(q, k, v)[0], full(q, k, v)[0])
+    torch.testing.assert_close(lin(q[:, :, :4], k, v)[0], full(q[:, :, :4], k, v)[0])
+    w = lin(q, k, v, need_weights=True)[1]
+    torch.testing.assert_close(w.densify(), full(q, k, v, need_weights=True)[1])
+
+
+def test_linformer_share_kv_has_one_projection():
+    assert [n for n, _ in make("linformer", share_kv=True).named_parameters()] == ["E"]
+    assert [n for n, _ in make("linformer").named_parameters()] == ["E", "F"]
+
+
+def test_linformer_initial_projection_is_segment_means():
+    lin = make("linformer", k=4)  # 32 positions -> 4 segments of 8
+    torch.testing.assert_close(lin.E.sum(0), torch.ones(4, dtype=torch.float64))
+    assert torch.all(lin.E[:8, 0] == 1 / 8) and torch.all(lin.E[8:, 0] == 0)
+
+
+def test_linformer_too_long_sequence_names_both_lengths():
+    q, k, v = qkv(t=MAX_LEN + 3)
+    with pytest.raises(AttentionCapabilityError, match=rf"max_len={MAX_LEN}.*{MAX_LEN + 3}"):
+        make("linformer")(q, k, v)
+
+
+def test_linformer_config_validation():
+    with pytest.raises(ConfigError, match="k=0"):
+        AttentionConfig.from_dict({"backend": "linformer", "k": 0})
+
+
+# --------------------------------------------------------------------------------------------
+# in the model
+
+
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n != "full"])
+def test_model_runs_with_backend_and_ignores_padding(name):
+    config = LanistrConfig.from_name("tiny", attention={"backend": name, **SMALL.get(name, {})})
+    model = __import__("lanistr.nn", fromlist=["LanistrModel"]).LanistrModel(config).eval()
+    ids, mask, types = padded_batch()
+    with torch.no_grad():
+        out = model(ids, mask, types, output_attentions=True)
+        longer = model(torch.nn.functional.pad(ids, (0, 4)), torch.nn.functional.pad(mask, (0, 4)),
+                       torch.nn.functional.pad(types, (0, 4)))
+    real = mask.bool()
+    torch.testing.assert_close(longer.last_hidden_state[:, :7][real], out.last_hidden_state[real],
+                               atol=1e-5, rtol=1e-5)
+    assert len(out.attentions) == config.num_layers
+    weights = dense(out.attentions[0])
+    assert weights.shape == (3, 4, 7, 7)
+
+
+def test_switching_a_checkpoint_to_linformer_adds_fresh_projections(tmp_path):
+    from lanistr.nn import LanistrModel
+
+    LanistrModel(LanistrConfig.from_name("tiny")).save_pretrained(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = LanistrModel.from_pretrained(tmp_path, attention={"backend": "linformer", "k": 8})
+    assert any("freshly initialised" in str(w.message) for w in caught)
+    backend = model.encoder.layers[0].attention.backend
+    assert backend.E.shape == (64, 8)
+    ids, mask, types = padded_batch()
+    assert torch.isfinite(model(ids, mask, types).last_hidden_state).all()
