@@ -22,10 +22,12 @@ COMMAND_MODULES = [
     "data",
     "tokenizer",
     "visualize",
+    "pretrain",
     "finetune",
     "adapt",
     "evaluate",
     "predict",
+    "generate",
     "demo",
 ]
 

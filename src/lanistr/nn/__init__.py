@@ -1,5 +1,6 @@
 """The model, pure torch, no I/O except safetensors checkpoints in ``checkpoint``."""
 
+from lanistr.nn.decoder import GenerationConfig, LanistrForSeq2Seq
 from lanistr.nn.models import (
     LanistrForMaskedLM,
     LanistrForPreTraining,
@@ -12,8 +13,10 @@ from lanistr.nn.outputs import EncoderOutput, ModelOutput
 
 __all__ = [
     "EncoderOutput",
+    "GenerationConfig",
     "LanistrForMaskedLM",
     "LanistrForPreTraining",
+    "LanistrForSeq2Seq",
     "LanistrForSequenceClassification",
     "LanistrForTokenClassification",
     "LanistrModel",

@@ -1,0 +1,545 @@
+"""Sequence-to-sequence fine-tuning (``task: seq2seq``) and generation with the result.
+
+Examples are JSONL/CSV/TSV records ``{"source": ..., "target": ...}``. The source is encoded as
+``[CLS] source [SEP]``; the decoder reads ``[CLS] target`` and predicts ``target [SEP]``
+(teacher forcing; the loss is a sum over target tokens divided by the global target-token
+count). Targets are written as ``markup`` by default (:mod:`lanistr.data.markup`: lower-cased
+units plus ``[CAP]``/``[UPPER]``/``[JOIN]``/``[SPACE]`` markers, so an uncased vocabulary
+can produce cased, exactly spaced text) or ``plain`` (the tokenizer's ids, decoded with
+``Tokenizer.decode``).
+
+A run config has the sections of ``lanistr finetune``: ``task: seq2seq``, ``init`` (an encoder
+checkpoint: a pretraining output's ``model/``, a ``lanistr convert-hf`` output, a seq2seq
+model to continue, or ``scratch`` with ``model`` + ``data.tokenizer``), ``model`` (config
+overrides, e.g. ``decoder_layers: 2``), ``data`` (:class:`Seq2SeqDataConfig`), ``finetune``
+(:class:`Seq2SeqOptions`) and ``train``. Evaluation during training generates (greedy by
+default) for up to ``finetune.eval_max_examples`` held-out examples and reports exact match,
+token F1 and corpus BLEU (:mod:`lanistr.text_metrics`) besides the teacher-forced loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lanistr.config import LanistrConfig, TrainConfig, from_dict
+from lanistr.data.tokenizer import Tokenizer
+from lanistr.errors import ConfigError, DataError, LanistrError
+from lanistr.tasks.trainer import Task
+
+log = logging.getLogger("lanistr")
+
+IGNORE = -100
+META_FILE = "finetune.json"
+TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 32, "warmup_ratio": 0.05}
+LR_PRETRAINED, LR_SCRATCH = 3e-4, 5e-4
+_CHUNK = 1024  # examples encoded per tokenizer call
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class Seq2SeqDataConfig:
+    """The ``data`` section of a seq2seq run."""
+
+    train: str | None = None
+    eval: str | None = None  # held-out set: evaluation during training, model selection
+    test: str | None = None  # evaluated once with the final model (test_metrics.json)
+    source_field: str = "source"
+    target_field: str = "target"
+    max_source_len: int = 128  # tokens, [CLS] and [SEP] included
+    max_target_len: int = 128  # target tokens, [SEP] included
+    target_format: Literal["markup", "plain"] = "markup"
+    tokenizer: str | None = None  # default: the tokenizer of `init`
+    max_train_examples: int = 0  # use only the first N training examples (0 = all)
+
+    def __post_init__(self) -> None:
+        if self.max_source_len < 3:
+            raise ConfigError(f"data.max_source_len={self.max_source_len} must be >= 3")
+        if self.max_target_len < 2:
+            raise ConfigError(f"data.max_target_len={self.max_target_len} must be >= 2")
+        if self.max_train_examples < 0:
+            raise ConfigError(f"data.max_train_examples={self.max_train_examples} must be >= 0")
+
+
+@dataclass
+class Seq2SeqOptions:
+    """The ``finetune`` section of a seq2seq run."""
+
+    label_smoothing: float = 0.0
+    freeze_encoder: bool = False  # train only the decoder and the output head
+    patience: int = 0  # stop after this many evaluations without improvement (0 = never)
+    metric: Literal["bleu", "exact_match", "token_f1", "loss"] | None = None  # default bleu
+    eval_generate: bool = True  # generate during evaluation (else loss/accuracy only)
+    eval_max_examples: int = 500
+    num_beams: int = 1  # for evaluation, and the saved default of `lanistr generate`
+    length_penalty: float = 1.0
+    max_new_tokens: int | None = None  # default data.max_target_len
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"finetune.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if self.patience < 0:
+            raise ConfigError(f"finetune.patience={self.patience} must be >= 0")
+        if self.eval_max_examples < 1:
+            raise ConfigError(f"finetune.eval_max_examples={self.eval_max_examples} must be >= 1")
+        if self.num_beams < 1:
+            raise ConfigError(f"finetune.num_beams={self.num_beams} must be >= 1")
+        if self.metric in ("bleu", "exact_match", "token_f1") and not self.eval_generate:
+            raise ConfigError(f"finetune.metric={self.metric} needs finetune.eval_generate=true")
+
+
+# --------------------------------------------------------------------------- text <-> ids
+
+
+class TextCodec:
+    """Targets as ids and back: ``markup`` (cased, exactly spaced) or ``plain``."""
+
+    def __init__(self, tokenizer: Tokenizer, target_format: str):
+        self.tokenizer = tokenizer
+        self.format = target_format
+        if target_format == "markup":
+            from lanistr.data.markup import Markup
+
+            self.markup = Markup(tokenizer)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        if self.format == "markup":
+            return self.markup.encode(texts)
+        encodings = self.tokenizer.backend.encode_batch(list(texts), add_special_tokens=False)
+        return [list(e.ids) for e in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self.format == "markup":
+            return self.markup.decode(ids)
+        return self.tokenizer.decode(list(ids))
+
+    def reference(self, text: str) -> str:
+        """What a perfect output looks like: the text, whitespace-normalised."""
+        return " ".join(text.split())
+
+
+def prepare_tokenizer(tokenizer: Tokenizer, target_format: str) -> Tokenizer:
+    """Add the markup marker tokens when the targets use them (in place)."""
+    if target_format == "markup":
+        from lanistr.data.markup import add_markers
+
+        add_markers(tokenizer)
+    return tokenizer
+
+
+def encode_sources(tokenizer: Tokenizer, texts: Sequence[str], max_len: int):
+    """``[CLS] text [SEP]`` ids (int32) of each text, cut to ``max_len``; and how many were cut."""
+    out, cut = [], 0
+    for start in range(0, len(texts), _CHUNK):
+        for e in tokenizer.backend.encode_batch(list(texts[start:start + _CHUNK]),
+                                                add_special_tokens=False):
+            ids = e.ids
+            if len(ids) > max_len - 2:
+                ids, cut = ids[:max_len - 2], cut + 1
+            out.append(np.asarray([tokenizer.cls_id, *ids, tokenizer.sep_id], dtype=np.int32))
+    return out, cut
+
+
+def encode_targets(codec: TextCodec, texts: Sequence[str], max_len: int):
+    """Target ids (int32, no specials) cut to ``max_len - 1`` (room for [SEP]); and the count."""
+    out, cut = [], 0
+    for start in range(0, len(texts), _CHUNK):
+        for ids in codec.encode(texts[start:start + _CHUNK]):
+            if len(ids) > max_len - 1:
+                ids, cut = ids[:max_len - 1], cut + 1
+            out.append(np.asarray(ids, dtype=np.int32))
+    return out, cut
+
+
+def read_pairs(path: str | Path, source_field: str, target_field: str | None):
+    """Sources, targets (or None) and line numbers of a JSONL/CSV/TSV file."""
+    from lanistr.data.readers import read_records
+
+    fields = [source_field] + ([target_field] if target_field else [])
+    records = read_records(Path(path).expanduser(), fields)
+    for r in records:
+        for name in fields:
+            if not isinstance(r[name], str):
+                raise DataError(path, r.line, f"field {name!r} must be text, found "
+                                f"{type(r[name]).__name__}")
+    sources = [r[source_field] for r in records]
+    targets = [r[target_field] for r in records] if target_field else None
+    return sources, targets, [r.line for r in records]
+
+
+@dataclass
+class PairData:
+    """Pre-encoded examples of one file."""
+
+    path: str
+    sources: list[np.ndarray]
+    targets: list[np.ndarray]
+    references: list[str]  # the normalised target texts
+    source_truncated: int = 0
+    target_truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def load_pairs(path, codec: TextCodec, data: Seq2SeqDataConfig, limit: int = 0) -> PairData:
+    sources, targets, _ = read_pairs(path, data.source_field, data.target_field)
+    if limit:
+        sources, targets = sources[:limit], targets[:limit]
+    src, src_cut = encode_sources(codec.tokenizer, sources, data.max_source_len)
+    tgt, tgt_cut = encode_targets(codec, targets, data.max_target_len)
+    out = PairData(str(path), src, tgt, [codec.reference(t) for t in targets], src_cut, tgt_cut)
+    for what, n, limit_ in (("sources", src_cut, data.max_source_len),
+                            ("targets", tgt_cut, data.max_target_len)):
+        if n:
+            log.warning("%s: %d of %d %s truncated to %d tokens", path, n, len(out), what, limit_)
+    return out
+
+
+def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
+    return out
+
+
+def make_batch(data: PairData, indices: Sequence[int], tokenizer: Tokenizer) -> dict:
+    """input_ids/attention_mask (B, S); decoder_input_ids = [CLS] target and labels =
+    target [SEP] (B, T), labels -100 at padding."""
+    src = [data.sources[i] for i in indices]
+    input_ids = pad(src, tokenizer.pad_id)
+    tgt = [data.targets[i].tolist() for i in indices]
+    decoder_input_ids = pad([[tokenizer.cls_id, *t] for t in tgt], tokenizer.pad_id)
+    labels = pad([[*t, tokenizer.sep_id] for t in tgt], IGNORE)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != tokenizer.pad_id).long(),
+            "decoder_input_ids": decoder_input_ids, "labels": labels}
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class Seq2SeqTask(Task):
+    def __init__(self, train: PairData, eval: PairData | None, codec: TextCodec,
+                 options: Seq2SeqOptions, generation, meta: dict, eval_batch_size: int = 32):
+        self.train_data = train
+        self.eval_data = eval
+        self.codec = codec
+        self.tokenizer = codec.tokenizer
+        self.options = options
+        self.generation = generation
+        self.meta = meta
+        self.eval_batch_size = eval_batch_size
+        self.patience = options.patience
+        if eval is None:
+            self.best_metric = None
+        else:
+            self.best_metric = options.metric or ("bleu" if options.eval_generate else "loss")
+        self.greater_is_better = self.best_metric != "loss"
+
+    def train_size(self) -> int:
+        return len(self.train_data)
+
+    def collate(self, indices, epoch):
+        return make_batch(self.train_data, indices, self.tokenizer)
+
+    def counts(self, batch):
+        return {"nll": float((batch["labels"] != IGNORE).sum())}
+
+    def num_tokens(self, batch) -> int:
+        return int(batch["attention_mask"].sum()) + int((batch["labels"] != IGNORE).sum())
+
+    def _logits(self, model, batch):
+        labels = batch["labels"]
+        positions = labels != IGNORE
+        out = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"],
+                    logit_positions=positions)
+        return out.logits.float(), labels[positions]
+
+    def loss_sums(self, model, batch):
+        logits, targets = self._logits(model, batch)
+        return {"nll": F.cross_entropy(logits, targets, reduction="sum",
+                                       label_smoothing=self.options.label_smoothing)}
+
+    def eval_batches(self, rank, world_size):
+        if self.eval_data is None:
+            return
+        n = min(len(self.eval_data), self.options.eval_max_examples)
+        order = sorted(range(n), key=lambda i: len(self.eval_data.sources[i]))
+        mine = order[rank::world_size]
+        for i in range(0, len(mine), self.eval_batch_size):
+            idx = mine[i:i + self.eval_batch_size]
+            batch = make_batch(self.eval_data, idx, self.tokenizer)
+            batch["references"] = [self.eval_data.references[j] for j in idx]
+            yield batch
+
+    def eval_sums(self, model, batch):
+        from lanistr.text_metrics import generation_stats
+
+        model = getattr(model, "module", model)
+        logits, targets = self._logits(model, batch)
+        sums = {"nll_sum": F.cross_entropy(logits, targets, reduction="sum"),
+                "correct": (logits.argmax(-1) == targets).sum().double(),
+                "tokens": torch.tensor(float(targets.numel()))}
+        if self.options.eval_generate:
+            texts = generate_texts(model, self.codec, batch["input_ids"],
+                                   batch["attention_mask"], self.generation)
+            stats = generation_stats(texts, batch["references"])
+            sums.update({f"gen_{k}": torch.tensor(v, dtype=torch.float64)
+                         for k, v in stats.items()})
+        return sums
+
+    def finalize_metrics(self, sums):
+        from lanistr.text_metrics import finalize_generation
+
+        n = max(float(sums["tokens"]), 1.0)
+        loss = float(sums["nll_sum"]) / n
+        out = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+               "token_accuracy": float(sums["correct"]) / n}
+        if "gen_count" in sums:
+            out.update(finalize_generation({k[4:]: float(v) for k, v in sums.items()
+                                            if k.startswith("gen_")}))
+        return out
+
+    def param_groups(self, model: nn.Module, train: TrainConfig) -> list[dict]:
+        from lanistr.tasks.trainer import default_param_groups
+
+        return default_param_groups(model, train.weight_decay)
+
+    def save_extra(self, directory: Path) -> None:
+        from lanistr.io import write_json
+
+        self.tokenizer.save_pretrained(directory)
+        self.generation.save(directory)
+        write_json(Path(directory) / META_FILE, self.meta)
+
+
+@torch.no_grad()
+def generate_texts(model, codec: TextCodec, input_ids, attention_mask, generation) -> list[str]:
+    from lanistr.nn.decoder import decode_until_eos
+
+    out = model.generate(input_ids, attention_mask, generation)
+    return [codec.decode(ids) for ids in decode_until_eos(out.sequences, generation.eos_token_id)]
+
+
+# --------------------------------------------------------------------------- building a run
+
+
+def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2SeqDataConfig):
+    """A seq2seq model: continued from a seq2seq checkpoint, built on an encoder checkpoint
+    (new decoder), or from scratch (``model`` section, default preset mini)."""
+    from lanistr.checkpoint import read_config
+    from lanistr.nn.decoder import LanistrForSeq2Seq
+
+    section = dict(model_section or {})
+    if init == "scratch":
+        section = {"preset": "mini", **section}
+        section.setdefault("vocab_size", tokenizer.vocab_size)
+        section.setdefault("pad_token_id", tokenizer.pad_id)
+        config = LanistrConfig.from_any(section)
+        config.architecture = LanistrForSeq2Seq.__name__
+        model = LanistrForSeq2Seq(config)
+    elif read_config(init).architecture == LanistrForSeq2Seq.__name__:
+        model = LanistrForSeq2Seq.from_pretrained(init, **section)
+    else:
+        layers = section.pop("decoder_layers", None)
+        vocab = max(tokenizer.vocab_size, read_config(init).vocab_size)
+        model = LanistrForSeq2Seq.from_encoder(init, decoder_layers=layers, vocab_size=vocab,
+                                               **section)
+    config = model.config
+    if config.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"model vocab_size={config.vocab_size} is smaller than the "
+                          f"tokenizer's vocabulary ({tokenizer.vocab_size})")
+    if data.max_source_len > config.max_len:
+        raise ConfigError(f"data.max_source_len={data.max_source_len} exceeds the model's "
+                          f"max_len={config.max_len}")
+    if data.max_target_len > config.max_len:
+        raise ConfigError(f"data.max_target_len={data.max_target_len} exceeds the model's "
+                          f"max_len={config.max_len}")
+    return model
+
+
+@dataclass
+class Seq2SeqResult:
+    """The same fields as ``lanistr.tasks.finetune.FinetuneResult``."""
+
+    model_dir: Path
+    steps: int
+    stop_reason: str
+    eval_metrics: dict
+    test_metrics: dict | None = None
+    truncated: dict = field(default_factory=dict)  # file -> (truncated, total)
+
+
+def _train_section(run: dict, pretrained: bool) -> dict:
+    section = dict(run.get("train") or {})
+    defaults = {**TRAIN_DEFAULTS, "lr": LR_PRETRAINED if pretrained else LR_SCRATCH}
+    for key, value in defaults.items():
+        section.setdefault(key, value)
+    return section
+
+
+def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
+                     truncate: bool = True) -> Seq2SeqResult:
+    """Train a seq2seq model from a run config dict (see the module docstring); write
+    ``output_dir/model`` (best on the eval set by ``finetune.metric``, else the last) and,
+    with ``data.test``, ``output_dir/test_metrics.json``. ``truncate=False`` makes an
+    over-long example an error."""
+    from lanistr.io import write_json
+    from lanistr.nn.decoder import GenerationConfig
+    from lanistr.tasks.runner import run_training, start
+
+    output_dir = Path(output_dir)
+    init = run.get("init")
+    if not isinstance(init, str) or not init:
+        raise ConfigError("init: give a checkpoint directory (an encoder to build on, or a "
+                          "seq2seq model to continue) or `scratch` (with data.tokenizer)")
+    if init != "scratch":
+        init = str(Path(init).expanduser())
+    run = {**run, "task": "seq2seq", "train": _train_section(run, init != "scratch")}
+    train = from_dict(TrainConfig, run["train"], "train")
+    data = from_dict(Seq2SeqDataConfig, run.get("data") or {}, "data")
+    options = from_dict(Seq2SeqOptions, run.get("finetune") or {}, "finetune")
+    if not data.train:
+        raise ConfigError("data.train: no training file given (JSONL/CSV/TSV with "
+                          f"{data.source_field!r} and {data.target_field!r} fields)")
+    if options.patience and not data.eval:
+        raise ConfigError("finetune.patience needs held-out data: set data.eval")
+    source = data.tokenizer or (init if init != "scratch" else None)
+    if source is None:
+        raise ConfigError("init: scratch needs data.tokenizer (a tokenizer directory)")
+    tokenizer = prepare_tokenizer(Tokenizer.from_pretrained(Path(source).expanduser()),
+                                  data.target_format)
+    codec = TextCodec(tokenizer, data.target_format)
+
+    ctx = start(train, output_dir)
+    torch.manual_seed(train.seed)
+    train_data = load_pairs(data.train, codec, data, data.max_train_examples)
+    eval_data = load_pairs(data.eval, codec, data) if data.eval else None
+    for part in (train_data, eval_data):
+        if part is not None and not truncate and (part.source_truncated or part.target_truncated):
+            raise DataError(part.path, None, f"{part.source_truncated} sources and "
+                            f"{part.target_truncated} targets are longer than "
+                            "data.max_source_len/max_target_len")
+    model = build_model(init, run.get("model") or {}, tokenizer, data)
+    if options.freeze_encoder:
+        for p in model.model.parameters():
+            p.requires_grad_(False)
+    generation = GenerationConfig.for_tokenizer(
+        tokenizer, max_new_tokens=options.max_new_tokens or data.max_target_len,
+        num_beams=options.num_beams, length_penalty=options.length_penalty,
+        max_source_len=data.max_source_len, target_format=data.target_format)
+    meta = {"task": "seq2seq", "source_field": data.source_field,
+            "target_field": data.target_field, "max_source_len": data.max_source_len,
+            "max_target_len": data.max_target_len, "target_format": data.target_format}
+    task = Seq2SeqTask(train_data, eval_data, codec, options, generation, meta,
+                       train.batch_size)
+    if "eval_every" not in run["train"]:
+        per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
+                                                 * train.grad_accum))
+        train = dataclasses.replace(train, eval_every=per_epoch)
+        run["train"] = {**run["train"], "eval_every": per_epoch}
+    if ctx.is_main:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("seq2seq: %d training pairs%s; %s with %d decoder layers, %.2fM parameters "
+                 "(%.2fM trained)", len(train_data),
+                 f", {len(eval_data)} held-out (selecting on {task.best_metric})"
+                 if eval_data is not None else "", type(model).__name__,
+                 len(model.decoder.layers), model.num_parameters() / 1e6, trainable / 1e6)
+    truncated = {train_data.path: (max(train_data.source_truncated, train_data.target_truncated),
+                                   len(train_data))}
+    result = run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
+    test_metrics = None
+    if data.test and ctx.is_main:
+        predictor = Seq2SeqPredictor(result.model_dir)
+        test_metrics = predictor.evaluate_file(data.test, progress=train.progress)
+        write_json(output_dir / "test_metrics.json", test_metrics)
+    return Seq2SeqResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
+                         test_metrics, truncated)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def is_seq2seq_model(model_dir: str | Path) -> bool:
+    from lanistr.checkpoint import read_config
+
+    return read_config(model_dir).architecture == "LanistrForSeq2Seq"
+
+
+class Seq2SeqPredictor:
+    """A seq2seq model directory, ready to generate (CPU by default)."""
+
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu"):
+        from lanistr.nn.decoder import GenerationConfig, LanistrForSeq2Seq
+
+        self.model_dir = Path(model_dir)
+        if not is_seq2seq_model(self.model_dir):
+            raise LanistrError(f"{self.model_dir}: not a seq2seq model; train one with "
+                               "`lanistr finetune` (task: seq2seq)")
+        self.device = torch.device(device)
+        self.model = LanistrForSeq2Seq.from_pretrained(self.model_dir).to(self.device).eval()
+        self.tokenizer = Tokenizer.from_pretrained(self.model_dir)
+        self.generation = GenerationConfig.load(self.model_dir)
+        self.codec = TextCodec(self.tokenizer, self.generation.target_format)
+        meta_path = self.model_dir / META_FILE
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+
+    def generate(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False,
+                 **generation) -> list[str]:
+        """Output text of each source (in input order). ``generation`` overrides the saved
+        settings: ``num_beams``, ``max_new_tokens``, ``length_penalty``, ``use_cache``."""
+        gen = self.generation.replace(**generation)
+        ids, _ = encode_sources(self.tokenizer, texts, gen.max_source_len)
+        outputs: list[str] = [""] * len(ids)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(ids), desc="generate", unit="text", dynamic_ncols=True)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size].tolist()
+            input_ids = pad([ids[i] for i in idx], self.tokenizer.pad_id).to(self.device)
+            mask = (input_ids != self.tokenizer.pad_id).long()
+            for i, text in zip(idx, generate_texts(self.model, self.codec, input_ids, mask, gen)):
+                outputs[i] = text
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return outputs
+
+    def evaluate_file(self, path: str | Path, *, source_field: str | None = None,
+                      target_field: str | None = None, batch_size: int = 32,
+                      progress: bool = False, return_predictions: bool = False,
+                      **generation) -> dict:
+        """Exact match, token F1 and corpus BLEU of the model's outputs on a file of pairs."""
+        from lanistr.text_metrics import generation_metrics
+
+        source_field = source_field or self.meta.get("source_field", "source")
+        target_field = target_field or self.meta.get("target_field", "target")
+        sources, targets, _ = read_pairs(path, source_field, target_field)
+        predictions = self.generate(sources, batch_size=batch_size, progress=progress,
+                                    **generation)
+        references = [self.codec.reference(t) for t in targets]
+        gen = self.generation.replace(**generation)
+        out = {"task": "seq2seq", "data": str(path), "model": str(self.model_dir),
+               "examples": len(sources), "num_beams": gen.num_beams,
+               **generation_metrics(predictions, references)}
+        if return_predictions:
+            out["predictions"] = predictions
+        return out
