@@ -418,6 +418,11 @@ def test_finetune_generate_cli(tmp_path, capsys):
     assert {"eval_loss", "eval_bleu", "eval_exact_match", "eval_token_f1"} <= set(
         result.eval_metrics)
     assert set(result.test_metrics) >= {"bleu", "exact_match", "token_f1", "examples"}
+    # the same run through `lanistr finetune` (dispatch on task: seq2seq)
+    assert main(["finetune", "--config", str(config_file), "--output",
+                 str(tmp_path / "run2")]) == 0
+    assert json.loads((tmp_path / "run2" / "test_metrics.json").read_text()) == \
+        {**result.test_metrics, "model": str(tmp_path / "run2" / "model")}
     model_dir = tmp_path / "run" / "model"
     generation = json.loads((model_dir / "generation_config.json").read_text())
     assert generation["target_format"] == "markup" and generation["max_new_tokens"] == 12
@@ -436,4 +441,10 @@ def test_finetune_generate_cli(tmp_path, capsys):
     assert [r["prediction"] for r in rows] == predictor.generate([r["source"] for r in rows])
     assert "exact_match=" in capsys.readouterr().out
     assert main(["generate", "--model", str(tmp_path / "enc"), "x"]) == 2
+    metrics_file = tmp_path / "metrics.json"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(dev), "--output",
+                 str(metrics_file), "--no-progress"]) == 0
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["task"] == "seq2seq" and metrics["examples"] == 6
+    assert metrics["bleu"] == pytest.approx(result.test_metrics["bleu"])
     assert main(["generate", "--model", str(model_dir)]) == 2

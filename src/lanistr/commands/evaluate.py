@@ -13,7 +13,8 @@ def register(sub) -> None:
             "Classification (JSONL/CSV/TSV): accuracy, macro-F1, per-class precision/recall/F1 "
             "and a confusion-matrix PNG next to the --output json. Tagging (CoNLL): token "
             "accuracy, per-tag scores, and entity F1 per type (seqeval rules) for BIO tags. "
-            "The data fields default to those the model was fine-tuned with."),
+            "Seq2seq (JSONL/CSV/TSV pairs; --text-field/--label-field name the source/target "
+            "fields): exact match, token F1 and corpus BLEU. The data fields default to those the model was fine-tuned with."),
         epilog="example: lanistr evaluate --model runs/spam/model --data data/spam_test.jsonl "
                "--output runs/spam/test.json",
     )
@@ -32,7 +33,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from lanistr.io import write_json
     from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.seq2seq import is_seq2seq_model
 
+    if is_seq2seq_model(args.model):  # exact match, token F1, BLEU: see `lanistr generate`
+        from lanistr.commands.generate import evaluate
+
+        return evaluate(args)
     predictor = Predictor(args.model)
     metrics = predictor.evaluate_file(
         args.data, text_field=args.text_field, text_pair_field=args.text_pair_field,

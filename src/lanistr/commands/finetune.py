@@ -9,7 +9,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "finetune", help="fine-tune an encoder for classification or tagging",
         description=(
-            "Fine-tune a LANISTR encoder. Config sections: `task` (classify | tag), `init` (a "
+            "Fine-tune a LANISTR encoder. Config sections: `task` (classify | tag | seq2seq; "
+            "seq2seq has its own data/finetune fields, see lanistr.tasks.seq2seq), `init` (a "
             "checkpoint dir: a pretraining output's model/, a `lanistr convert-hf` output, or "
             "`scratch` with a `model` section and data.tokenizer), `model` (config overrides, "
             "e.g. pooling: mean, dropout, use_pooler), `data` (train, eval, test files; "
@@ -56,5 +57,6 @@ def run(args) -> int:
 
 def format_headline(metrics: dict) -> str:
     """The main numbers of an evaluation on one line."""
-    keys = ("accuracy", "macro_f1", "token_accuracy", "entity_f1")
+    keys = ("accuracy", "macro_f1", "token_accuracy", "entity_f1", "exact_match", "token_f1",
+            "bleu")
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)

@@ -99,3 +99,24 @@ def _write(path, predictions, records) -> None:
         write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     else:
         write_text(path, "".join(p.replace("\n", " ") + "\n" for p in predictions))
+
+
+def evaluate(args) -> int:
+    """`lanistr evaluate` on a seq2seq model (dispatched from the evaluate command)."""
+    import torch
+
+    from lanistr.io import write_json
+    from lanistr.tasks.seq2seq import Seq2SeqPredictor
+
+    torch.set_grad_enabled(False)
+    predictor = Seq2SeqPredictor(args.model)
+    metrics = predictor.evaluate_file(
+        args.data, source_field=args.text_field, target_field=args.label_field,
+        batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"{metrics['examples']} examples (beams {metrics['num_beams']}): exact match "
+          f"{metrics['exact_match']:.4f}, token F1 {metrics['token_f1']:.4f}, "
+          f"BLEU {metrics['bleu']:.2f}")
+    if args.output:
+        write_json(args.output, metrics)
+        print(f"wrote {args.output}")
+    return 0

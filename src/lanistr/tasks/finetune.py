@@ -694,9 +694,13 @@ def finetune(run: dict, output_dir: str | Path, resume: bool = False,
 
     output_dir = Path(output_dir)
     kind = run.get("task", "classify")
+    if kind == "seq2seq":  # its own data/finetune sections and model: lanistr.tasks.seq2seq
+        from lanistr.tasks.seq2seq import finetune_seq2seq
+
+        return finetune_seq2seq(run, output_dir, resume=resume, truncate=truncate)
     if kind not in TASKS:
         raise ConfigError(f"task={kind!r} is not a fine-tuning task (choose from "
-                          f"{', '.join(TASKS)})")
+                          f"{', '.join([*TASKS, 'seq2seq'])})")
     init = run.get("init")
     if not isinstance(init, str) or not init:
         raise ConfigError("init: give a checkpoint directory (a pretraining output's model/, a "
