@@ -3,6 +3,7 @@ viewer (parsed, and rendered in headless Chromium when one is installed) and the
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -281,12 +282,15 @@ def parse_page(text: str):
     return parser, json.loads(parser.scripts["lanistr-data"])
 
 
-def decode_head(obj: dict, n: int, scale: int) -> np.ndarray:
-    """What the page's decode() does, in Python."""
-    def floats(values):  # JSON null (never computed) -> NaN
-        return np.array([np.nan if x is None else x / scale for x in values])
+def decode_bytes(b64: str, lo: float, step: float) -> np.ndarray:
+    q = np.frombuffer(base64.b64decode(b64), dtype=np.uint8)
+    return np.where(q == 255, np.nan, lo + q * step)
 
-    v = floats(obj["v"])
+
+def decode_head(obj: dict, n: int) -> np.ndarray:
+    """What the page's decode() does, in Python."""
+    lo, step = obj["lo"], obj["step"]
+    v = decode_bytes(obj["v"], lo, step)
     if obj["form"] == "dense":
         return v.reshape(n, n)
     m = np.full((n, n), np.nan)
@@ -297,8 +301,8 @@ def decode_head(obj: dict, n: int, scale: int) -> np.ndarray:
             if 0 <= j < n and not np.isnan(v[i * (2 * w + 1) + s]):
                 m[i, j] = v[i * (2 * w + 1) + s]
     g = obj["g"]
-    gc = floats(obj["gc"]).reshape(n, len(g))
-    gr = floats(obj["gr"]).reshape(len(g), n)
+    gc = decode_bytes(obj["gc"], lo, step).reshape(n, len(g))
+    gr = decode_bytes(obj["gr"], lo, step).reshape(len(g), n)
     for c, pos in enumerate(g):
         known = ~np.isnan(gc[:, c])
         m[known, pos] = gc[known, c]
@@ -317,10 +321,17 @@ def test_html_is_self_contained_and_holds_every_layer_and_head():
     assert len(data["attn"]) == 2 and all(len(heads) == 3 for heads in data["attn"])
     for li in range(2):
         for h in range(3):
-            np.testing.assert_allclose(decode_head(data["attn"][li][h], 5, data["scale"]),
-                                       layers[li][h], atol=0.5e-3 + 1e-9)
-    roll = np.asarray(data["rollout"]).reshape(5, 5) / data["scale"]
-    np.testing.assert_allclose(roll, viz.rollout(layers), atol=0.5e-3 + 1e-9)
+            head = data["attn"][li][h]
+            assert head["lo"] == 0 and head["step"] == pytest.approx(layers[li][h].max() / 254)
+            np.testing.assert_allclose(decode_head(head, 5), layers[li][h],
+                                       atol=head["step"] / 2 + 1e-7)
+    roll = data["rollout"]
+    np.testing.assert_allclose(decode_bytes(roll["v"], roll["lo"], roll["step"]).reshape(5, 5),
+                               viz.rollout(layers), atol=roll["step"] / 2 + 1e-7)
+    # 8 bits relative to each head's range: tiny weights keep their precision.
+    _, small = parse_page(viz.render_html([x * 1e-3 for x in layers], tokens))
+    np.testing.assert_allclose(decode_head(small["attn"][0][0], 5), layers[0][0] * 1e-3,
+                               atol=1e-3 / 254)
 
 
 @needs_sliding_window
@@ -332,12 +343,13 @@ def test_html_stores_a_sliding_window_layer_as_its_band():
     tokens = [f"t{i}" for i in range(40)]
     _, data = parse_page(viz.render_html(out.attentions, tokens, window=(0, 30)))
     head = data["attn"][1][2]
-    assert head["form"] == "band" and len(head["v"]) == 30 * 5 and head["g"] == [0]
+    assert head["form"] == "band" and len(base64.b64decode(head["v"])) == 30 * 5
+    assert head["g"] == [0]
     dense = out.attentions[1].densify()[0, 2, :30, :30].numpy()
-    got = decode_head(head, 30, data["scale"])
+    got = decode_head(head, 30)
     inside = ~np.isnan(got)
     assert inside.sum() < 30 * 30  # the band and the global row/column, not the square
-    np.testing.assert_allclose(got[inside], dense[inside], atol=0.5e-3 + 1e-9)
+    np.testing.assert_allclose(got[inside], dense[inside], atol=head["step"] / 2 + 1e-7)
     assert np.all(dense[~inside] == 0)
     assert any("tokens 0–29 of 40" in note for note in data["notes"])
 
@@ -352,11 +364,11 @@ def test_html_holds_each_backends_weights_and_what_it_never_computed(backend):
     _, data = parse_page(viz.render_html(out.attentions, tokens))
     layer = viz.as_layers(out.attentions)[0]
     for h in range(4):
-        got = decode_head(data["attn"][0][h], 24, data["scale"])
-        want = layer.window(0, 24)[h]
+        head = data["attn"][0][h]
+        got, want = decode_head(head, 24), layer.window(0, 24)[h]
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # grey = never computed
         known = ~np.isnan(want)
-        np.testing.assert_allclose(got[known], want[known], atol=0.5e-3 + 1e-6)
+        np.testing.assert_allclose(got[known], want[known], atol=head["step"] / 2 + 1e-6)
 
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")

@@ -5,15 +5,18 @@ the URL), the token x token matrix, the heads x tokens view of one query token, 
 attention rollout. Hovering a token colours what it attends to (orange) and what attends to
 it (blue underline); clicking it makes it the query of the heads and rollout views.
 
-Weights are stored as integers (rounded to ``decimals`` places). A sliding-window layer is
+Weights are rounded to 8 bits to keep the file small: per head, ``value = lo + q * step`` with
+``q`` in 0..254 (``lo`` = 0 unless a weight is negative, ``step`` = 1/254 of the head's
+range, so the colours are exact), stored as base64 bytes; 255 marks a cell the backend never
+computed (outside a band, outside the LSH buckets), drawn grey. A sliding-window layer is
 stored as its band (``n x (2w+1)``, plus the columns and rows of its global tokens) when that
-is smaller than the square; cells a backend never computed (outside a band, outside the LSH
-buckets) are null and drawn grey. At most ``max_tokens`` tokens are stored: a longer
-input shows a window of it (the page says which).
+is smaller than the square. At most ``max_tokens`` tokens are stored: a longer input shows a
+window of it (the page says which).
 """
 
 from __future__ import annotations
 
+import base64
 import html as _html
 import json
 from collections.abc import Sequence
@@ -26,27 +29,45 @@ from lanistr.viz.weights import BandAttention, LayerAttention, as_layers, rollou
 MAX_TOKENS = 256
 
 
-def _ints(x: np.ndarray, scale: int) -> list[int | None]:
-    """Weights as rounded integers (``round(x * scale)``); None (JSON null) where not
-    computed. Values may be negative (Linformer's mixing weights)."""
-    flat = np.asarray(x, dtype=np.float64).ravel()
-    out = np.rint(np.nan_to_num(flat, nan=0.0) * scale).astype(np.int64).tolist()
-    for i in np.flatnonzero(np.isnan(flat)).tolist():
-        out[i] = None
+NOT_COMPUTED = 255
+LEVELS = 254
+
+
+def quantize(x: np.ndarray) -> tuple[float, float]:
+    """``(lo, step)`` that map the finite values of ``x`` onto 0..254."""
+    finite = x[np.isfinite(x)]
+    lo = min(0.0, float(finite.min())) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 0.0
+    return lo, ((hi - lo) / LEVELS if hi > lo else 1.0)
+
+
+def _bytes(x: np.ndarray, lo: float, step: float) -> str:
+    """Base64 of ``round((x - lo) / step)`` as bytes, 255 where NaN."""
+    q = np.rint((np.nan_to_num(np.asarray(x, dtype=np.float64), nan=lo) - lo) / step)
+    q = np.clip(q, 0, LEVELS).astype(np.uint8)
+    q[np.isnan(x)] = NOT_COMPUTED
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def _dense_payload(square: np.ndarray) -> list[dict]:
+    out = []
+    for m in square:
+        lo, step = quantize(m)
+        out.append({"form": "dense", "lo": lo, "step": step, "v": _bytes(m, lo, step)})
     return out
 
 
-def _head_payload(layer: LayerAttention, start: int, stop: int, scale: int) -> list[dict]:
+def _head_payload(layer: LayerAttention, start: int, stop: int) -> list[dict]:
     """Per head: the dense square of tokens ``[start, stop)``, or for a sliding-window layer
     (when smaller) its band ``(n, 2w+1)`` plus the global tokens' columns and rows."""
     n = stop - start
     square = layer.window(start, stop)  # (H, n, n), NaN where not computed
     if not isinstance(layer, BandAttention):
-        return [{"form": "dense", "v": _ints(square[h], scale)} for h in range(layer.num_heads)]
+        return _dense_payload(square)
     w = layer.w
     gpos = layer.gpos[(layer.gpos >= start) & (layer.gpos < stop)] - start  # in the window
     if n * (2 * w + 1) + 2 * n * len(gpos) >= n * n:
-        return [{"form": "dense", "v": _ints(square[h], scale)} for h in range(layer.num_heads)]
+        return _dense_payload(square)
     rows = np.arange(n)[:, None]
     keys = rows + np.arange(2 * w + 1)[None, :] - w  # (n, 2w+1)
     inside = (keys >= 0) & (keys < n)
@@ -57,15 +78,19 @@ def _head_payload(layer: LayerAttention, start: int, stop: int, scale: int) -> l
     cols[:, np.abs(gpos[None, :] - rows) <= w] = np.nan  # already in the band
     cols[:, gpos] = np.nan
     grows = square[:, gpos, :]  # (H, G, n)
-    return [{"form": "band", "w": w, "v": _ints(band[h], scale), "g": gpos.tolist(),
-             "gc": _ints(cols[h], scale), "gr": _ints(grows[h], scale)}
-            for h in range(layer.num_heads)]
+    out = []
+    for h in range(layer.num_heads):
+        lo, step = quantize(square[h])
+        out.append({"form": "band", "lo": lo, "step": step, "w": w, "g": gpos.tolist(),
+                    "v": _bytes(band[h], lo, step), "gc": _bytes(cols[h], lo, step),
+                    "gr": _bytes(grows[h], lo, step)})
+    return out
 
 
 def attention_payload(attentions, tokens: Sequence[str], *, index: int = 0, query: int = 0,
                       rollout: bool = True, residual: bool = True,
                       window: tuple[int, int] | None = None, max_tokens: int = MAX_TOKENS,
-                      decimals: int = 3, title: str = "", notes: Sequence[str] = ()) -> dict:
+                      title: str = "", notes: Sequence[str] = ()) -> dict:
     """The data the page embeds (a plain dict, JSON-ready)."""
     layers = as_layers(attentions, index, len(tokens))
     t = layers[0].length
@@ -87,7 +112,6 @@ def attention_payload(attentions, tokens: Sequence[str], *, index: int = 0, quer
                      "its entries are not probabilities (they can be negative or exceed 1).")
     if not start <= query < stop:
         query = start
-    scale = 10 ** int(decimals)
     data = {
         "title": title,
         "notes": notes,
@@ -96,9 +120,8 @@ def attention_payload(attentions, tokens: Sequence[str], *, index: int = 0, quer
         "total": t,
         "layers": len(layers),
         "heads": layers[0].num_heads,
-        "scale": scale,
         "query": query - start,
-        "attn": [_head_payload(la, start, stop, scale) for la in layers],
+        "attn": [_head_payload(la, start, stop) for la in layers],
         "rollout": None,
     }
     if rollout:
@@ -106,19 +129,20 @@ def attention_payload(attentions, tokens: Sequence[str], *, index: int = 0, quer
         x = np.zeros((n, t))
         x[np.arange(n), np.arange(start, stop)] = 1.0
         r = rollout_rows(layers, x, residual)[:, start:stop]  # (n, n)
-        data["rollout"] = _ints(r, scale)
+        lo, step = quantize(r)
+        data["rollout"] = {"lo": lo, "step": step, "v": _bytes(r, lo, step)}
     return data
 
 
 def render_html(attentions, tokens: Sequence[str], *, index: int = 0, title: str = "Attention",
                 query: int = 0, rollout: bool = True, residual: bool = True,
                 window: tuple[int, int] | None = None, max_tokens: int = MAX_TOKENS,
-                decimals: int = 3, notes: Sequence[str] = ()) -> str:
+                notes: Sequence[str] = ()) -> str:
     """One self-contained HTML page (works offline) to explore the attentions: layer/head
     selectors, hover highlighting, heads view and rollout. Returns the HTML text."""
     data = attention_payload(attentions, tokens, index=index, query=query, rollout=rollout,
                              residual=residual, window=window, max_tokens=max_tokens,
-                             decimals=decimals, title=title, notes=notes)
+                             title=title, notes=notes)
     blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     blob = blob.replace("</", "<\\/").replace("<!--", "<\\!--")  # cannot close the <script>
     return (_TEMPLATE.replace("__TITLE__", _html.escape(title))
@@ -215,7 +239,7 @@ function fail(msg) {
 window.addEventListener("error", function (ev) { fail(ev.message || ev); });
 
 var D = JSON.parse(document.getElementById("lanistr-data").textContent);
-var n = D.tokens.length, L = D.layers, H = D.heads, S = D.scale;
+var n = D.tokens.length, L = D.layers, H = D.heads;
 // viridis, 9 stops
 var STOPS = [[68,1,84],[71,44,122],[59,81,139],[44,113,142],[33,144,141],[39,173,129],
              [92,200,99],[170,220,50],[253,231,37]];
@@ -229,27 +253,33 @@ function color(t) {
 
 // ---- decoding: one Float32Array(n*n) per (layer, head), NaN where not computed
 var cache = {};
-function decode(obj) {
-  var m = new Float32Array(n * n), v = obj.v, i, j;
+function bytes(b64) {  // base64 -> Uint8Array
+  var s = atob(b64), out = new Uint8Array(s.length);
+  for (var i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+function decode(obj) {  // byte q: value lo + q * step; 255: never computed
+  var m = new Float32Array(n * n), v = bytes(obj.v), lo = obj.lo, st = obj.step, i, j, x;
   if (obj.form === "dense") {
-    for (i = 0; i < n * n; i++) m[i] = v[i] === null ? NaN : v[i] / S;
-  } else {  // band: v[i*(2w+1) + (j - i + w)], then global columns gc[i*G + g], rows gr[g*n + j]
-    var w = obj.w, width = 2 * w + 1, g = obj.g, G = g.length, x;
-    m.fill(NaN);
-    for (i = 0; i < n; i++) for (var s = 0; s < width; s++) {
-      j = i + s - w;
-      if (j < 0 || j >= n) continue;
-      x = v[i * width + s];
-      if (x !== null) m[i * n + j] = x / S;
-    }
-    for (i = 0; i < n; i++) for (var c = 0; c < G; c++) {
-      x = obj.gc[i * G + c];
-      if (x !== null) m[i * n + g[c]] = x / S;
-    }
-    for (var r = 0; r < G; r++) for (j = 0; j < n; j++) {
-      x = obj.gr[r * n + j];
-      m[g[r] * n + j] = x === null ? NaN : x / S;
-    }
+    for (i = 0; i < n * n; i++) m[i] = v[i] === 255 ? NaN : lo + v[i] * st;
+    return m;
+  }
+  // band: v[i*(2w+1) + (j - i + w)], then global columns gc[i*G + g], global rows gr[g*n + j]
+  var w = obj.w, width = 2 * w + 1, g = obj.g, G = g.length, gc = bytes(obj.gc), gr = bytes(obj.gr);
+  m.fill(NaN);
+  for (i = 0; i < n; i++) for (var s = 0; s < width; s++) {
+    j = i + s - w;
+    if (j < 0 || j >= n) continue;
+    x = v[i * width + s];
+    if (x !== 255) m[i * n + j] = lo + x * st;
+  }
+  for (i = 0; i < n; i++) for (var c = 0; c < G; c++) {
+    x = gc[i * G + c];
+    if (x !== 255) m[i * n + g[c]] = lo + x * st;
+  }
+  for (var r = 0; r < G; r++) for (j = 0; j < n; j++) {
+    x = gr[r * n + j];
+    m[g[r] * n + j] = x === 255 ? NaN : lo + x * st;
   }
   return m;
 }
@@ -272,10 +302,10 @@ function matrix(layer, head) {
   return (cache[key] = m);
 }
 var roll = null;
-if (D.rollout) { roll = new Float32Array(n * n); for (var r = 0; r < n * n; r++) roll[r] = D.rollout[r] / S; }
+if (D.rollout) roll = decode({form: "dense", lo: D.rollout.lo, step: D.rollout.step, v: D.rollout.v});
 
 function maxOf(a) { var m = 0; for (var i = 0; i < a.length; i++) if (a[i] > m) m = a[i]; return m || 1; }
-function fmt(x) { return x === x ? x.toFixed(Math.max(2, Math.log10(S) | 0)) : "not computed"; }
+function fmt(x) { return x === x ? (x === 0 ? "0" : x.toPrecision(3)) : "not computed"; }
 
 // ---- state, URL hash
 var state = { layer: 0, head: 0, query: D.query, hover: -1 };
