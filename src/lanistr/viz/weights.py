@@ -506,7 +506,6 @@ def _from_buckets(a, index: int, length: int | None) -> SparseAttention:
     """``LSHWeights``: every (query, key) pair of every round's chunk pairs, weighted by the
     round's weight, as in its ``densify()``; the wrapped-around "previous chunk" of the first
     chunk, padding and the internal padding positions were never computed."""
-    import torch
     import torch.nn.functional as F
 
     order = a.order[index].long()  # (H, R, Tp)
@@ -515,29 +514,31 @@ def _from_buckets(a, index: int, length: int | None) -> SparseAttention:
     h, r, c, bs, _ = probs.shape
     t_all, tp = rounds.shape[-1], order.shape[-1]
     t = t_all if length is None else length
-    qpos = order.view(h, r, c, bs)
-    kpos = torch.cat([qpos.roll(1, 2), qpos], -1)  # (H, R, C, 2bs)
-    rw = F.pad(rounds, (0, tp - t_all)).gather(2, order).view(h, r, c, bs, 1)
-    values = probs * rw  # (H, R, C, bs, 2bs)
-    q = qpos[..., :, None].expand(values.shape)
-    k = kpos[..., None, :].expand(values.shape)
-    keep = (q < t) & (k < t)
-    keep[:, :, 0, :, :bs] = False  # the first chunk has no previous chunk
+    rw = F.pad(rounds, (0, tp - t_all)).gather(2, order).view(h, r, c, bs, 1)  # sorted order
+    values = (probs * rw).numpy()  # (H, R, C, bs, 2bs)
+    qpos = order.view(h, r, c, bs).numpy().astype(np.int32)
+    kpos = np.concatenate([np.roll(qpos, 1, axis=2), qpos], axis=-1)  # (H, R, C, 2bs)
+    shape = values.shape[1:]
     qs, ks, vs = [], [], []
-    for head in range(h):  # heads keep different numbers of pairs: pad to the longest
-        m = keep[head]
-        qs.append(q[head][m])
-        ks.append(k[head][m])
-        vs.append(values[head][m])
+    for head in range(h):  # one head at a time: only the kept pairs are materialised
+        q = np.broadcast_to(qpos[head][..., :, None], shape)
+        k = np.broadcast_to(kpos[head][..., None, :], shape)
+        keep = (q < t) & (k < t)
+        keep[:, 0, :, :bs] = False  # the first chunk has no previous chunk
+        qs.append(q[keep])
+        ks.append(k[keep])
+        vs.append(values[head][keep])
     e = max(len(x) for x in qs)
 
-    def stack(parts, fill):
-        return torch.stack([F.pad(x, (0, e - len(x)), value=fill) for x in parts]).numpy()
+    def stack(parts, dtype):
+        out = np.zeros((h, e), dtype=dtype)
+        for head, x in enumerate(parts):
+            out[head, :len(x)] = x
+        return out
 
     # Padding pairs point at (0, 0) with value 0: they add nothing but mark (0, 0) as computed,
-    # which it always is ([CLS] is in a chunk with itself).
-    return SparseAttention(stack(qs, 0).astype(np.int32), stack(ks, 0).astype(np.int32),
-                           stack(vs, 0.0), t)
+    # which it always is (every token is in a chunk with itself).
+    return SparseAttention(stack(qs, np.int32), stack(ks, np.int32), stack(vs, np.float32), t)
 
 
 def _sparse_length(a) -> int:
