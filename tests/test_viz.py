@@ -233,6 +233,16 @@ def test_figures_are_written_with_content(tmp_path):
     assert len(figs["grid.png"].axes) == 2 * 4 + 1  # thumbnails + colour bar
 
 
+def test_heatmaps_of_several_heads_redraw_one_figure_to_the_same_pixels(tmp_path):
+    tokens = ["[CLS]", *WORDS[:10], "[SEP]"]
+    layers = [softmax_rows((3, 12, 12), s) for s in range(2)]
+    for head, fig in viz.attention_heatmaps(layers, tokens, 1, [2, 0]):
+        viz.save_figure(fig, tmp_path / f"reused{head}.png")
+        viz.save_figure(viz.attention_heatmap(layers, tokens, 1, head), tmp_path / f"new{head}.png")
+        np.testing.assert_array_equal(png_pixels(tmp_path / f"reused{head}.png"),
+                                      png_pixels(tmp_path / f"new{head}.png"))
+
+
 def test_long_input_is_drawn_as_blocks_or_a_window():
     t, w = 700, 8
     band = softmax_rows((2, t, 2 * w + 1))

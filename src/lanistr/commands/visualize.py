@@ -175,10 +175,10 @@ def run(args) -> int:
         save(viz.heads_heatmap(layers, tokens, li, query=query, **common,
                                title=f"Layer {li}: attention from {qname}{suffix}"),
              f"heads_L{li:02d}.png")
-        for h in sel_heads:
-            save(viz.attention_heatmap(layers, tokens, li, h, **common,
-                                       title=f"Layer {li}, head {h}{suffix}"),
-                 f"attention_L{li:02d}_H{h:02d}.png")
+        for h, fig in viz.attention_heatmaps(layers, tokens, li, sel_heads, **common,
+                                             title="Layer {layer}, head {head}"
+                                             + suffix.replace("{", "{{").replace("}", "}}")):
+            save(fig, f"attention_L{li:02d}_H{h:02d}.png")
     save(viz.attention_grid(layers, tokens, max_cells=args.max_cells, unit=unit,
                             title=f"All layers x heads ({len(tokens)} {unit}s){suffix}"),
          "grid.png")

@@ -16,6 +16,7 @@ from lanistr.viz.html import render_html
 from lanistr.viz.plots import (
     attention_grid,
     attention_heatmap,
+    attention_heatmaps,
     heads_heatmap,
     rollout_figure,
     save_figure,
@@ -38,6 +39,7 @@ __all__ = [
     "as_layers",
     "attention_grid",
     "attention_heatmap",
+    "attention_heatmaps",
     "heads_heatmap",
     "merge_word_pieces",
     "render_html",

@@ -230,6 +230,33 @@ def attention_heatmap(attentions, tokens: Sequence[str], layer: int = 0, head: i
                           f"key ({units.axis_name})", f"query ({units.axis_name})")
 
 
+def attention_heatmaps(attentions, tokens: Sequence[str], layer: int, heads: Sequence[int],
+                       *, index: int = 0, window: tuple[int, int] | None = None,
+                       max_cells: int = MAX_CELLS, title: str = "Layer {layer}, head {head}",
+                       unit: str = "token"):
+    """Yield ``(head, figure)`` for several heads of one layer, like :func:`attention_heatmap`
+    but drawing the axes and labels once: the *same* figure is redrawn with each head's
+    weights (save it before taking the next one). ``title`` may use ``{layer}``/``{head}``."""
+    layers = as_layers(attentions, index, len(tokens))
+    for h in heads:
+        _pick(layers, layer, h)
+    units = choose_units(tokens, window, max_cells, unit)
+    mats = layer_matrix(layers[layer], units)  # (H, n, n)
+    fig = None
+    for h in heads:
+        m = mats[h]
+        text = title.format(layer=layer, head=h)
+        if fig is None:
+            fig = _matrix_figure(m, units, units, text, _value_label(units),
+                                 f"key ({units.axis_name})", f"query ({units.axis_name})")
+        else:
+            im = fig.axes[0].images[0]
+            im.set_data(m)
+            im.set_clim(_vmin(m), _vmax(m))  # the colour bar follows
+            _title(fig, text, fig.get_figheight())
+        yield h, fig
+
+
 def heads_heatmap(attentions, tokens: Sequence[str], layer: int = 0, *, query: int = 0,
                   index: int = 0, window: tuple[int, int] | None = None,
                   max_cells: int = MAX_CELLS, title: str | None = None, unit: str = "token"):
