@@ -76,9 +76,11 @@ def _cpu_model() -> str:
 
 
 def interleaved(contenders: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2,
-                inner: int = 1) -> dict[str, list[float]]:
+                inner: int = 1, clock: Callable[[], float] = time.perf_counter
+                ) -> dict[str, list[float]]:
     """Time each contender ``repeats`` times, interleaved; each timing covers ``inner`` calls
-    and is reported per call (seconds). ``warmup`` untimed rounds run first."""
+    and is reported per call (seconds). ``warmup`` untimed rounds run first. ``clock`` is wall
+    time by default (``time.process_time`` gives CPU time, steadier for A/B tests under load)."""
     for _ in range(warmup):
         for fn in contenders.values():
             fn()
@@ -88,11 +90,23 @@ def interleaved(contenders: dict[str, Callable[[], object]], *, repeats: int, wa
         order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
         for name in order:
             fn = contenders[name]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(inner):
                 fn()
-            times[name].append((time.perf_counter() - start) / inner)
+            times[name].append((clock() - start) / inner)
     return times
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def pick_clock(name: str, threads: int) -> Callable[[], float]:
+    """``wall`` (what the benchmarks report) or ``cpu``: this process's CPU time, which a
+    busy machine barely disturbs, but only meaningful on one thread (with more it would sum
+    the threads, spin-waits included)."""
+    if name == "cpu" and threads != 1:
+        raise SystemExit("--clock cpu needs --threads 1 (CPU time sums over threads)")
+    return CLOCKS[name]
 
 
 def median(values: list[float]) -> float:
@@ -106,7 +120,8 @@ def summary(values: list[float]) -> dict:
             "spread": (max(values) - min(values)) / med if med else 0.0, "n": len(values)}
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 7) -> dict:
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 7,
+                clock: Callable[[], float] = time.perf_counter) -> dict:
     """fp32 FLOP/s of an n x n x n matmul on the current thread count (median and best)."""
     import torch
 
@@ -116,9 +131,9 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 7) -> dict:
         torch.mm(a, b, out=out)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     flops = 2 * n**3
     return {"n": n, "threads": threads, "flops_median": flops / median(times),
             "flops_best": flops / min(times), "times_s": times}

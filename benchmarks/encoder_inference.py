@@ -47,6 +47,7 @@ def run(args) -> dict:
     import torch
 
     threads = _common.setup_torch(args.threads)
+    clock = _common.pick_clock(args.clock, threads)
     load_before = _common.load_average()
     hf, ours, attn_impl = _common.bert_pair("encoder", dropout=0.1, seed=args.seed)
     hf.eval()
@@ -56,7 +57,7 @@ def run(args) -> dict:
         "description": "tokens/s (real tokens) of lanistr LanistrModel vs transformers.BertModel, "
                        "identical weights, mini preset, torch.no_grad, eval mode",
         "machine": _common.machine_info(),
-        "threads": threads,
+        "threads": threads, "clock": args.clock,
         "hf_attn_implementation": attn_impl,
         "batch": args.batch, "max_len": args.max_len, "repeats": args.repeats,
         "warmup": args.warmup, "targets": TARGETS, "load_average_before": load_before,
@@ -78,7 +79,7 @@ def run(args) -> dict:
                 ours(ids, mask, types)
 
             times = _common.interleaved({"transformers": run_hf, "lanistr": run_ours},
-                                        repeats=args.repeats, warmup=args.warmup)
+                                        repeats=args.repeats, warmup=args.warmup, clock=clock)
         med = {k: _common.median(v) for k, v in times.items()}
         tps = {k: n_real / v for k, v in med.items()}
         ratio = tps["lanistr"] / tps["transformers"]
@@ -111,6 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=15, help="timed repeats per model and case")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     p.add_argument("--cases", nargs="+", default=["a", "b"], choices=["a", "b"])
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (default) or, with --threads 1, process CPU time: a "
+                        "diagnostic that a busy shared machine barely disturbs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON path (default benchmarks/results/encoder_inference.json)")
     run(p.parse_args(argv))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lanistr.config import LanistrConfig
+from lanistr.nn.dropout import Dropout
 
 
 def sinusoidal_table(max_len: int, dim: int) -> torch.Tensor:
@@ -33,7 +34,7 @@ class Embeddings(nn.Module):
             self.register_buffer("sinusoid", sinusoidal_table(config.max_len, d), persistent=False)
         self.segment = nn.Embedding(config.type_vocab_size, d) if config.type_vocab_size else None
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps) if config.embed_layer_norm else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.max_len = config.max_len
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,

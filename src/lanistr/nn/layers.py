@@ -16,6 +16,7 @@ from torch import nn
 
 from lanistr.config import LanistrConfig
 from lanistr.nn.attention import build_attention
+from lanistr.nn.dropout import Dropout
 
 
 @dataclass
@@ -116,7 +117,7 @@ class EncoderLayer(nn.Module):
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.pre_norm = config.norm == "pre"
 
     def forward(self, x: torch.Tensor, layout: TokenLayout, *, causal: bool = False,

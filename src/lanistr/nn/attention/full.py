@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lanistr.nn.attention.base import AttentionBackend, Capabilities, register_attention
+from lanistr.nn.dropout import dropout
 
 
 @dataclass
@@ -42,16 +43,18 @@ class FullAttention(AttentionBackend):
     def attend(self, q, k, v, *, key_padding_mask, causal, need_weights):
         tq, tk = q.shape[-2], k.shape[-2]
         p = self.dropout if self.training else 0.0
-        if not need_weights:
+        # CPU SDPA has no fused dropout: with dropout it runs this same explicit maths with
+        # PyTorch's slow CPU mask, so on CPU the explicit path (cheap mask) is faster.
+        if not need_weights and not (p and q.device.type == "cpu"):
             if key_padding_mask is None and causal and tq == tk:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
             mask = allowed_mask(key_padding_mask, causal, tq, tk, q.device)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
         # Explicit path: same maths, and the probabilities are returned (before dropout).
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+        scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))  # (B, H, Tq, Tk)
         mask = allowed_mask(key_padding_mask, causal, tq, tk, q.device)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
-        out = torch.matmul(F.dropout(weights, p) if p else weights, v)  # (B, H, Tq, Dh)
+        out = torch.matmul(dropout(weights, p) if p else weights, v)  # (B, H, Tq, Dh)
         return out, weights
