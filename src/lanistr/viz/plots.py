@@ -165,8 +165,13 @@ def _label_inches(labels: Sequence[str], fontsize: float) -> float:
     return max(map(len, labels), default=1) * fontsize * 0.62 / 72.0 + 0.1
 
 
-def _axis_inches(n: int, per_cell: float = 0.085, low: float = 3.0, high: float = 11.0) -> float:
-    return min(high, max(low, n * per_cell))
+def _axis_inches(units: Units) -> float:
+    """Axis length: 0.1 inch per token (7 points: every label fits at 6 points) up to 16
+    inches for token views, so 160 tokens are all labelled; blocks get 11 inches."""
+    n = units.size
+    if units.starts is None:
+        return min(16.0, max(3.0, n * 0.1))
+    return min(11.0, max(3.0, n * 0.085))
 
 
 def _title(fig, title: str | None, height: float) -> None:
@@ -183,7 +188,7 @@ def _matrix_figure(m: np.ndarray, row_units: Units, col_units: Units, title: str
                    colorbar_label: str, xlabel: str, ylabel: str):
     """One heatmap with token labels on both axes, a colour bar and room for everything."""
     nx, ny = col_units.size, row_units.size
-    ax_w, ax_h = _axis_inches(nx), _axis_inches(ny)
+    ax_w, ax_h = _axis_inches(col_units), _axis_inches(row_units)
     fx, _ = _font_and_step(nx, ax_w, col_units.max_labels)
     fy, _ = _font_and_step(ny, ax_h, row_units.max_labels)
     left = _label_inches(row_units.labels, fy) + 0.45
@@ -353,7 +358,7 @@ def rollout_figure(attentions, tokens: Sequence[str], *, query: int = 0, index: 
     units = choose_units(tokens, window, max_cells, unit)
     row, matrix = rollout_view(layers, units, query, residual)
     n = units.size
-    ax_w = _axis_inches(n)
+    ax_w = _axis_inches(units)
     fx, _ = _font_and_step(n, ax_w, units.max_labels)
     left = _label_inches(units.labels, fx) + 0.45
     below = _label_inches(units.labels, fx) + 0.45
