@@ -345,6 +345,7 @@ def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2
     from lanistr.nn.decoder import LanistrForSeq2Seq
 
     section = dict(model_section or {})
+    base = read_config(init, **section) if init != "scratch" else None
     if init == "scratch":
         section = {"preset": "mini", **section}
         section.setdefault("vocab_size", tokenizer.vocab_size)
@@ -352,11 +353,11 @@ def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2
         config = LanistrConfig.from_any(section)
         config.architecture = LanistrForSeq2Seq.__name__
         model = LanistrForSeq2Seq(config)
-    elif read_config(init).architecture == LanistrForSeq2Seq.__name__:
+    elif base.architecture == LanistrForSeq2Seq.__name__:
         model = LanistrForSeq2Seq.from_pretrained(init, **section)
     else:
         layers = section.pop("decoder_layers", None)
-        vocab = max(tokenizer.vocab_size, read_config(init).vocab_size)
+        vocab = max(tokenizer.vocab_size, base.vocab_size)
         model = LanistrForSeq2Seq.from_encoder(init, decoder_layers=layers, vocab_size=vocab,
                                                **section)
     config = model.config
