@@ -123,6 +123,11 @@ def run(args) -> int:
     from lanistr.io import write_json, write_text
     from lanistr.nn import load_model
 
+    window = parse_window(args.window)
+    if args.max_cells < 2:
+        raise ConfigError(f"--max-cells {args.max_cells} must be >= 2")
+    if args.html_max_tokens < 1:
+        raise ConfigError(f"--html-max-tokens {args.html_max_tokens} must be >= 1")
     started = time.perf_counter()
     model = load_model(args.model).eval()
     config = model.config
@@ -131,18 +136,16 @@ def run(args) -> int:
     if max_len > config.max_len:
         raise ConfigError(f"--max-len {max_len} is longer than the model's max_len "
                           f"{config.max_len} ({args.model}/config.json)")
-    if args.max_cells < 2:
-        raise ConfigError(f"--max-cells {args.max_cells} must be >= 2")
-    window = parse_window(args.window)
     batch = tokenizer.encode(args.text, args.text_pair, max_length=max_len, padding=True,
                              truncation=True)
     if batch.num_truncated:
         print(f"note: the input was truncated to {max_len} tokens")
     n = int(batch.attention_mask[0].sum())
+    loaded = time.perf_counter()
     with torch.inference_mode():
         out = model(batch.input_ids, batch.attention_mask, batch.token_type_ids,
                     output_attentions=True)
-    forward_s = time.perf_counter() - started
+    forward_done = time.perf_counter()
     if not out.attentions:
         raise LanistrError(f"{args.model}: the model returned no attention weights")
     tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[0, :n])
@@ -187,7 +190,7 @@ def run(args) -> int:
                                 title=f"Attention rollout ({len(layers)} layers){suffix}"),
              "rollout.png")
     if args.html:
-        title = f"{Path(args.model).name}: attention ({len(tokens)} {unit}s){suffix}"
+        title = f"{Path(args.model).resolve().name}: attention ({len(tokens)} {unit}s){suffix}"
         notes = [f"Model {args.model} ({config.architecture}, attention backend "
                  f"{config.attention.backend}, {len(layers)} layers x {layers[0].num_heads} heads)."]
         write_text(output / "attention.html",
@@ -195,7 +198,8 @@ def run(args) -> int:
                                    rollout=True, window=window,
                                    max_tokens=args.html_max_tokens, notes=notes))
         written.append("attention.html")
-    elapsed = time.perf_counter() - started
+    done = time.perf_counter()
+    elapsed = done - started
     summary = {
         "model": str(args.model),
         "backend": config.attention.backend,
@@ -205,7 +209,9 @@ def run(args) -> int:
         "query": query,
         "prediction": {"label": pred[0], "probability": pred[1]} if pred else None,
         "files": written,
-        "seconds": {"forward": round(forward_s, 3), "total": round(elapsed, 3)},
+        "seconds": {"load": round(loaded - started, 3),
+                    "forward": round(forward_done - loaded, 3),
+                    "draw": round(done - forward_done, 3), "total": round(elapsed, 3)},
     }
     write_json(output / "summary.json", summary)
     print(f"wrote {len(written)} files to {output} ({n} tokens, {elapsed:.1f} s){suffix}")

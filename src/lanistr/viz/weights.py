@@ -7,14 +7,21 @@ HTML page read through a few operations that never build a ``T x T`` matrix for 
 
 - ``rows(q)``: what query ``q`` attends to, ``(H, T)``;
 - ``window(start, stop)``: the dense square for tokens ``[start, stop)``, NaN where the backend
-  computed nothing (outside a band);
+  computed nothing (outside a band, outside the LSH buckets);
 - ``aggregate(starts)``: merge contiguous token groups (word pieces into words, tokens into
   blocks): attention is summed over the key pieces and averaged over the query pieces, so every
   row still sums to what it summed to before;
 - ``left_matmul(x)``: ``x @ mean_h(A)``, which is all attention rollout needs.
 
-Two forms exist: :class:`DenseAttention` ``(H, T, T)`` and :class:`BandAttention`
-``(H, T, 2w+1)``, where ``band[h, i, w + d]`` is the weight of query ``i`` on key ``i + d``.
+One class per form a backend produces (``Capabilities.weights_form``):
+
+- :class:`DenseAttention` ``(H, T, T)`` (``full``);
+- :class:`BandAttention` ``(H, T, 2w+1)`` + global tokens (``sliding_window``);
+- :class:`LowRankAttention`, the factors ``probs (H, T, k)`` and ``F (T, k)`` (``linformer``);
+- :class:`SparseAttention`, the (query, key, weight) pairs of each head (``lsh`` buckets).
+
+Each is checked against the backend's ``densify()`` in tests/test_viz.py, for every backend
+in the registry.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ MAX_DENSE_TOKENS = 2048
 
 
 class LayerAttention:
-    """One layer's attention for one example. ``computed`` is False where the backend never
-    computed a weight (drawn as "not computed", not as zero)."""
+    """One layer's attention for one example. NaN in ``rows``/``window`` marks a weight the
+    backend never computed (drawn as "not computed", not as zero)."""
 
     form = "?"
     num_heads: int
