@@ -112,3 +112,36 @@ def test_a_dead_rank_stops_the_run_without_a_hang_and_checkpoints_stay_intact(tm
     assert time.time() - killed < 60
     for ck in ckpts.glob("step-*"):
         read_weights(ck)  # every checkpoint left behind is complete and loadable
+
+
+def test_finetune_under_torchrun_equals_one_process(tmp_path):
+    import json
+    import random
+
+    from lanistr.data.tokenizer import train_tokenizer
+
+    rng = random.Random(0)
+    words = {"fruit": "apple banana cherry grape lemon".split(), "stone": "rock iron steel sand clay".split()}
+    rows = []
+    for _ in range(40):
+        label = rng.choice(sorted(words))
+        rows.append({"text": " ".join(rng.choice(words[label]) for _ in range(rng.randint(3, 8))),
+                     "label": label})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(r["text"] for r in rows), encoding="utf-8")
+    train_tokenizer([corpus], 60, tmp_path / "tok")
+    sets = ["task=classify", "init=scratch", f"data.tokenizer={tmp_path / 'tok'}",
+            f"data.train={data}", f"data.eval={data}", "data.max_len=16", "model.preset=tiny",
+            "train.lr=3e-3", "train.max_steps=8", "train.eval_every=4", "train.progress=false"]
+    proc = torchrun(2, ["finetune", "--output", str(tmp_path / "ddp"),
+                        *cli_args(sets + ["train.batch_size=4"])])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["finetune", "--output", str(tmp_path / "one"),
+                 *cli_args(sets + ["train.batch_size=8"])]) == 0
+    ddp, one = read_metric(tmp_path / "ddp", "loss"), read_metric(tmp_path / "one", "loss")
+    assert len(ddp) == 8 and max(abs(a - b) for a, b in zip(ddp, one)) < 1e-5
+    for name in ("eval_accuracy", "eval_loss"):
+        assert len(read_metric(tmp_path / "ddp", name)) == 2
+        assert read_metric(tmp_path / "ddp", name) == pytest.approx(read_metric(tmp_path / "one", name), abs=1e-5)
