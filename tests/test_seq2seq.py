@@ -121,6 +121,15 @@ def test_greedy_stops_at_eos_and_pads_after():
     assert (out.sequences[:, 2] == EOS).all() and (out.sequences[:, :2] != EOS).all()
 
 
+def test_generation_longer_than_the_positions_is_refused():
+    from lanistr.errors import ConfigError
+
+    model = tiny_model()  # max_len 64: [CLS] + 63 new tokens at most
+    ids, mask = sources()
+    with pytest.raises(ConfigError, match="max_len=64"):
+        model.generate(ids, mask, gen(max_new_tokens=64))
+
+
 def test_beam_search_finds_exhaustive_best_on_a_tiny_space():
     """With a vocabulary of 3 live tokens and 3 steps, 6 beams see every prefix: the result is
     the argmax of the length-normalised score over all finished sequences."""

@@ -365,6 +365,10 @@ class LanistrForSeq2Seq(PreTrainedModel):
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                  generation: GenerationConfig) -> GenerationOutput:
         """Greedy (``num_beams=1``) or beam search for a batch of sources."""
+        if generation.max_new_tokens + 1 > self.config.max_len:
+            raise ConfigError(f"max_new_tokens={generation.max_new_tokens} does not fit the "
+                              f"decoder's max_len={self.config.max_len} positions ([CLS] "
+                              "takes one)")
         was_training = self.training
         self.eval()
         try:
