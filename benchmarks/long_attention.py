@@ -14,10 +14,11 @@ other registered backend with its default parameters (sliding_window: window 256
 token 0; linformer: k 128 with E/F of T rows; lsh: bucket 64, 2 hashes).
 
 Each (backend, T) runs in a fresh subprocess with ``torch.set_num_threads(2)``. It warms the
-backend up at T=256, allocates the inputs, then for each mode resets the kernel's resident-set
-high-water mark (``/proc/self/clear_refs``), notes the RSS, runs, and reports
-``VmHWM - RSS before`` as the peak memory (so library pages, inputs and the warm-up are not
-counted; the output, saved tensors, gradients and temporaries are). Time is the median of up
+backend up at T=256, allocates the inputs, then before each run returns free heap memory to
+the kernel (``malloc_trim``), resets the resident-set high-water mark
+(``/proc/self/clear_refs``), notes the RSS, runs, and reports ``VmHWM - RSS before`` as the
+peak memory (so library pages, inputs and the warm-up are not counted; the output, saved
+tensors, gradients and temporaries are). Time is the median of up
 to 3 runs (1 when a run takes more than 2 s). Configurations whose estimated footprint exceeds
 ``--max-gb`` are not run and are marked ``skipped (memory)``.
 
@@ -34,6 +35,8 @@ Usage: ``python benchmarks/long_attention.py`` (about 5-10 minutes on 2 cores); 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import gc
 import json
 import os
@@ -63,8 +66,10 @@ def _status() -> dict[str, int]:
 
 
 def _reset_peak() -> int:
-    """Reset the RSS high-water mark; return the current RSS (bytes)."""
+    """Hand free heap memory back to the kernel (else a run could reuse pages that an
+    earlier run left resident, unseen), reset the RSS high-water mark; return the RSS."""
     gc.collect()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     return _status()["VmRSS"]
 
@@ -318,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             "batch": 1, "heads": HEADS, "head_dim": HEAD_DIM, "threads": THREADS,
             "omp_wait_policy": policy, "lengths": LENGTHS, "contenders": names,
             "machine": machine_info(), "load_average_before": load_average(),
-            "memory_method": "VmHWM after the run minus VmRSS before it, high-water mark reset "
-                             "via /proc/self/clear_refs; inputs and warm-up not counted",
+            "memory_method": "VmHWM after the run minus VmRSS before it (after malloc_trim; "
+                             "high-water mark reset via /proc/self/clear_refs); inputs and "
+                             "warm-up not counted",
             "results": []}
     started = time.time()
     for t in LENGTHS:

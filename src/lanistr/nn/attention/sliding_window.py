@@ -7,10 +7,16 @@ that already lies inside a row's band is counted once (in the band), never twice
 The band is never materialised as a ``T x T`` matrix. Queries are cut into blocks of ``s``
 rows; block ``b`` (rows ``[b*s, b*s + s)``) scores against the ``L = s + 2*span`` keys
 ``[b*s - span, b*s + s + span)`` (``span = ceil(window / s) * s``), and a static ``(s, L)`` band
-mask plus the padding mask select the real band. The work runs in chunks of blocks inside a
-custom autograd function that keeps only the output and the row log-sum-exp for the backward
-pass (which recomputes each chunk's scores, as flash attention does), so time and memory are
-``O(T * window)`` and the transient memory is a few MB whatever ``T`` is.
+mask plus the padding mask select the real band (masked scores get a huge negative *finite*
+bias, so no row turns into NaN). The global keys are appended to every tile; the global
+queries' rows are computed in full and replace what the band gave them. The work runs in
+chunks of blocks inside a custom autograd function that saves no probabilities: the backward
+recomputes each chunk's softmax (as flash attention does) and accumulates the gradients in
+place. Time and memory are ``O(T * window)`` and the transient memory is a few MB whatever
+``T`` is.
+
+A row with no allowed key at all (a padded query farther than ``window`` from every real key,
+with no real global token) outputs zeros.
 """
 
 from __future__ import annotations
