@@ -79,7 +79,7 @@ def toy_sets(toy, task="classify", drop=(), **extra):
     train = toy["conll"] if task == "tag" else toy["train"]
     sets = {"task": task, "init": "scratch", "data.tokenizer": toy["tok"], "data.train": train,
             "data.max_len": 32, "model.preset": "tiny", "train.lr": 3e-3, "train.batch_size": 8,
-            "train.epochs": 12, "train.progress": "false", "train.save_every": 1000}
+            "train.epochs": 8, "train.progress": "false", "train.save_every": 1000}
     sets.update(extra)
     for key in drop:
         del sets[key]
@@ -372,3 +372,71 @@ def test_train_defaults_fill_only_what_the_config_leaves_out():
     section = ft._train_section({"train": {"lr": 1e-3}}, pretrained=True)
     assert section["lr"] == 1e-3 and section["epochs"] == 3.0 and section["max_steps"] == 0
     assert TrainConfig(**{k: v for k, v in section.items()}).batch_size == 16
+
+
+# --------------------------------------------------------------------------- loop integration
+
+
+def test_interrupted_finetune_resumes_bitwise(toy, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from lanistr.config import apply_overrides
+
+    sets = toy_sets(toy, **{"train.max_steps": 8, "train.epochs": 0, "train.save_every": 100,
+                            "model.dropout": 0.1})
+    run = apply_overrides({}, sets[1::2])
+    ft.finetune(run, tmp_path / "straight")
+    original, calls = ft.ClassificationTask.collate, {"n": 0}
+
+    def collate(self, indices, epoch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, indices, epoch)
+
+    with monkeypatch.context() as m:
+        m.setattr(ft.ClassificationTask, "collate", collate)
+        with pytest.raises(KeyboardInterrupt):
+            ft.finetune(run, tmp_path / "split")
+    ft.finetune(run, tmp_path / "split", resume=True)
+    a, b = read_weights(tmp_path / "straight" / "model"), read_weights(tmp_path / "split" / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _FixedTagger(torch.nn.Module):
+    """Predicts given tag ids for every token (logits one-hot), whatever the input."""
+
+    def __init__(self, pred: torch.Tensor, k: int):
+        super().__init__()
+        self.logits = F.one_hot(pred.clamp_min(0), k).float()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        return type("Out", (), {"logits": self.logits[:, :input_ids.shape[1]]})()
+
+
+def test_bio_entity_f1_in_the_loop_equals_seqeval(toy):
+    seqeval = pytest.importorskip("seqeval.metrics")
+    labels = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-LOC", "I-LOC"]]
+    pred = [["B-PER", "O", "O", "B-LOC"], ["O", "B-LOC", "I-LOC"]]
+    tok = Tokenizer.from_pretrained(toy["tok"])
+    words = [["plum", "lemonade", "rock", "sand"], ["iron", "apple", "mango"]]
+    batch = tok.encode_words(words, max_length=32)
+    targets, guesses = [], []
+    for b in range(2):
+        ids = [labels.index(t) for t in gold[b]]
+        targets.append(ft.first_piece_targets(batch.word_ids[b], ids))
+        guess = ft.first_piece_targets(batch.word_ids[b], [labels.index(t) for t in pred[b]])
+        guesses.append(torch.from_numpy(guess))
+    data = ft.Encoded("x", [1, 6], [batch.input_ids[b][batch.attention_mask[b] > 0].numpy()
+                                    for b in range(2)], None, targets)
+    task = ft.TaggingTask(data, data, labels, tok, ft.FinetuneOptions(), {})
+    assert task.best_metric == "entity_f1"
+    width = batch.input_ids.shape[1]
+    model = _FixedTagger(torch.stack([F.pad(g, (0, width - len(g)), value=-100)
+                                      for g in guesses]), len(labels))
+    sums = task.eval_sums(model, task.make_batch(data, [0, 1]))
+    metrics = task.finalize_metrics(sums)
+    assert metrics["entity_f1"] == pytest.approx(seqeval.f1_score(gold, pred))
+    assert metrics["token_accuracy"] == pytest.approx(6 / 7)
