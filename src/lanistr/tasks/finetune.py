@@ -306,6 +306,7 @@ class FinetuneTask(Task):
         self.train_data, self.eval_data = train, eval
         self.labels, self.tokenizer, self.options, self.meta = labels, tokenizer, options, meta
         self.eval_batch_size = eval_batch_size
+        self.truncation = {}
         self.class_weight = (torch.tensor(balanced_weights(self.label_counts()), dtype=torch.float32)
                              if options.class_weights == "balanced" else None)
         metric = options.metric or self.default_metric()
@@ -346,7 +347,7 @@ class FinetuneTask(Task):
         kept = targets[targets != IGNORE]
         if self.class_weight is None:
             return float(kept.numel())
-        return float(self.class_weight[kept].double().sum())
+        return float(self.class_weight.to(kept.device)[kept].double().sum())
 
     def counts(self, batch):
         return {"loss": self._weighted_count(batch["labels"])}
@@ -543,6 +544,10 @@ def build_model(cls, init: str, model_section: dict, tokenizer: Tokenizer, label
                               "init: scratch; with a checkpoint, `model` overrides fields such "
                               "as pooling, dropout or use_pooler")
         model = load_for_finetuning(cls, init, labels, model_section)
+    if model.config.use_pooler and model.config.pooling == "mean" and cls.__name__.startswith(
+            "LanistrForSequence"):
+        log.warning("model.pooling=mean has no effect while model.use_pooler is true (the BERT "
+                    "pooler reads the first token); set model.use_pooler: false for mean pooling")
     where = "model" if init == "scratch" else f"init {init}"
     if model.config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"{where}: vocab_size={model.config.vocab_size} is smaller than the "
@@ -748,7 +753,7 @@ def finetune(run: dict, output_dir: str | Path, resume: bool = False,
     result = run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
     test_metrics = None
     if data.test and ctx.is_main:
-        predictor = Predictor(result.model_dir)
+        predictor = Predictor(result.model_dir, device=ctx.device)
         test_metrics = predictor.evaluate_file(data.test, progress=train.progress)
         write_json(output_dir / "test_metrics.json", test_metrics)
     return FinetuneResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
