@@ -202,7 +202,7 @@ def test_sliding_window_matches_a_dense_banded_reference(t, window, globals_, ch
     most chunks interior ("plain": strided views, static bias); q/k/v are non-contiguous views
     as the encoder layer passes them."""
     if chunk == "one_block":
-        monkeypatch.setattr(sliding_window, "_CHUNK_SCORES", 1)
+        monkeypatch.setattr(sliding_window, "_CHUNK_SCORES", {"inference": 1, "training": 1})
     fused = torch.randn(B, t, 3, H, D, dtype=torch.float64, requires_grad=True)
     q, k, v = fused.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, D) views
     mask = padding(t, (t, max(1, t - t // 3)))

@@ -35,11 +35,13 @@ from lanistr.nn.attention.base import (
     register_attention,
 )
 
-# Scores per chunk: 2**17 fp32 scores are 512 KB; a chunk holds a few buffers of that size
-# (scores, key/value tiles; a few more in the backward), so the transient memory stays ~2 MB:
-# at 16k tokens the forward peak matches SDPA's, while chunks stay large enough for the
-# per-kernel overhead to be small.
-_CHUNK_SCORES = 2**17
+# Scores per chunk. A chunk holds a few buffers of that many elements (scores, key and value
+# tiles; a few more in the backward), so the transient memory is a few hundred KB to a few MB
+# whatever T is. Inference uses the smaller chunks (its forward peak at 16k tokens is then on
+# par with SDPA's); when gradients are needed the forward and the backward use the larger ones
+# (fewer kernel calls; the backward's peak is dominated by the gradients anyway). Both passes
+# of one call must cut the same chunks: the dropout masks are drawn per chunk.
+_CHUNK_SCORES = {"inference": 2**16, "training": 2**17}
 
 
 @dataclass
@@ -148,7 +150,7 @@ class _Tiling:
     """
 
     def __init__(self, plan: _Plan, q: torch.Tensor, key_valid: torch.Tensor | None,
-                 gpos: torch.Tensor):
+                 gpos: torch.Tensor, budget: int):
         b, h, t, _ = q.shape
         self.plan, self.key_valid, self.gpos = plan, key_valid, gpos
         self.glist = gpos.tolist()
@@ -161,8 +163,8 @@ class _Tiling:
         self.static_bias = torch.zeros(static.shape, dtype=q.dtype, device=dev).masked_fill_(
             ~static, self.neg)[None]
         tile = plan.s * (plan.L + len(gpos))
-        c = max(1, min(plan.blocks, _CHUNK_SCORES // tile))
-        hstep = max(1, min(h, _CHUNK_SCORES // (tile * c)))
+        c = max(1, min(plan.blocks, budget // tile))
+        hstep = max(1, min(h, budget // (tile * c)))
         starts = list(range(0, plan.blocks, c))
         ends = [min(b0 + c, plan.blocks) for b0 in starts]
         plain = [b0 * plan.s - plan.span >= 0 and b1 * plan.s + plan.span <= t
@@ -298,7 +300,8 @@ class _BandAttention(torch.autograd.Function):
                 want_weights: bool):
         b, h, t, d = q.shape
         scale = 1.0 / math.sqrt(d)
-        tiling = _Tiling(plan, q, key_valid, gpos)
+        budget = _CHUNK_SCORES["training" if any(ctx.needs_input_grad[:3]) else "inference"]
+        tiling = _Tiling(plan, q, key_valid, gpos, budget)
         n_glob = len(tiling.glist)
         out = torch.empty(b, h, t, d, dtype=q.dtype, device=q.device)
         wb = q.new_zeros(b, h, t, 2 * plan.w + 1) if want_weights else q.new_empty(0)
@@ -327,7 +330,7 @@ class _BandAttention(torch.autograd.Function):
                 probs.mul_(_keep_mask(probs.shape, dropout, seed + len(tiling.chunks), probs))
             out[:, :, gpos] = torch.matmul(probs, v)
         ctx.save_for_backward(q, k, v, key_valid, gpos)
-        ctx.plan, ctx.dropout, ctx.seed = plan, dropout, seed
+        ctx.plan, ctx.dropout, ctx.seed, ctx.budget = plan, dropout, seed, budget
         ctx.mark_non_differentiable(wb, wg, wr)
         return out, wb, wg, wr
 
@@ -336,7 +339,7 @@ class _BandAttention(torch.autograd.Function):
         q, k, v, key_valid, gpos = ctx.saved_tensors
         b, h, t, d = q.shape
         scale = 1.0 / math.sqrt(d)
-        tiling = _Tiling(ctx.plan, q, key_valid, gpos)
+        tiling = _Tiling(ctx.plan, q, key_valid, gpos, ctx.budget)
         dq, dk, dv = (torch.zeros(b, h, t, d, dtype=q.dtype, device=q.device) for _ in range(3))
         for n, ch in enumerate(tiling.chunks):
             bias, live = tiling.bias(*ch)
