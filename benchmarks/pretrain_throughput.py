@@ -69,19 +69,24 @@ def make_batch(batch: int, seq: int, mask_prob: float, seed: int):
     return inputs, torch.ones_like(ids), torch.zeros_like(ids), positions, labels
 
 
-def optimizer_for(model, lr: float, weight_decay: float):
-    """What lanistr's Trainer builds: AdamW, no decay on biases and LayerNorm weights."""
+def optimizer_for(model, lr: float, weight_decay: float, impl: str = "default"):
+    """What lanistr's Trainer builds: AdamW, no decay on biases and LayerNorm weights.
+    ``impl``: ``default`` (PyTorch's choice, a per-parameter loop on CPU, as in the Trainer),
+    ``foreach`` or ``fused`` (what-if comparisons; applied to both models alike)."""
     import torch
 
     from lanistr.tasks.trainer import default_param_groups
 
-    return torch.optim.AdamW(default_param_groups(model, weight_decay), lr=lr)
+    kwargs = {"foreach": True} if impl == "foreach" else {"fused": True} if impl == "fused" else {}
+    return torch.optim.AdamW(default_param_groups(model, weight_decay), lr=lr, **kwargs)
 
 
 def run(args) -> dict:
     import torch
     import torch.nn.functional as F
 
+    if args.malloc == "heap" and not _common.malloc_keep_heap():
+        raise SystemExit("--malloc heap needs glibc (Linux)")
     threads = _common.setup_torch(args.threads)
     clock = _common.pick_clock(args.clock, threads)
     load_before = _common.load_average()
@@ -101,8 +106,8 @@ def run(args) -> dict:
     hf.train()
     ours.train()
 
-    opt_hf = optimizer_for(hf, args.lr, 0.01)
-    opt_ours = optimizer_for(ours, args.lr, 0.01)
+    opt_hf = optimizer_for(hf, args.lr, 0.01, args.adamw)
+    opt_ours = optimizer_for(ours, args.lr, 0.01, args.adamw)
 
     def step_hf():
         loss = hf(input_ids=inputs, attention_mask=mask, token_type_ids=types,
@@ -150,6 +155,7 @@ def run(args) -> dict:
         "threads": threads, "clock": args.clock, "hf_attn_implementation": attn_impl,
         "batch": args.batch, "seq": args.seq, "masked_tokens": n_masked,
         "tokens_per_step": n_tokens, "dropout": args.dropout, "lr": args.lr,
+        "adamw": args.adamw, "malloc": args.malloc,
         "repeats": args.repeats, "warmup": args.warmup,
         "load_average_before": load_before, "load_average_after": _common.load_average(),
         "eval_logits_max_abs_diff_masked": logits_diff,
@@ -166,6 +172,8 @@ def run(args) -> dict:
     }
     if args.compile:
         result["ratio_compiled_over_hf"] = tps["lanistr_compiled"] / tps["transformers"]
+    for name in args.what_if:
+        result.setdefault("what_if", {})[name] = what_if(args, WHAT_IF[name])
     path = _common.write_json("pretrain_throughput", result, args.out)
     for k in times:
         print(f"{k:>17}: {med[k]:.3f} s/step, {tps[k]:,.0f} tokens/s, MFU {mfu[k]:.1%}")
@@ -175,9 +183,37 @@ def run(args) -> dict:
     if compile_info:
         print(f"torch.compile: first step {compile_info['first_step_s']:.1f} s, compiled / "
               f"transformers = {result['ratio_compiled_over_hf']:.2f}x")
+    for name, w in result.get("what_if", {}).items():
+        print(f"what if {name} (both models): lanistr / transformers = "
+              f"{w['ratio_lanistr_over_hf']:.2f}x, lanistr {w['tokens_per_s']['lanistr']:,.0f} "
+              f"tokens/s, MFU {w['mfu']['lanistr']:.1%}")
     print(f"threads {threads}, load average before {load_before} after "
           f"{result['load_average_after']}; wrote {path}")
     return result
+
+
+WHAT_IF = {"heap": ["--malloc", "heap"], "fused": ["--adamw", "fused"],
+           "heap+fused": ["--malloc", "heap", "--adamw", "fused"]}
+
+
+def what_if(args, extra: list[str]) -> dict:
+    """The same measurement in a fresh process with other settings (allocator, AdamW)."""
+    import json
+    import subprocess
+    import tempfile
+
+    same = ["--threads", str(args.threads), "--batch", str(args.batch), "--seq", str(args.seq),
+            "--mask-prob", str(args.mask_prob), "--dropout", str(args.dropout),
+            "--lr", str(args.lr), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+            "--clock", args.clock, "--seed", str(args.seed)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "what_if.json"
+        subprocess.run([sys.executable, __file__, *same, *extra, "--out", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        child = json.loads(out.read_text(encoding="utf-8"))
+    keys = ("adamw", "malloc", "tokens_per_s", "mfu", "ratio_lanistr_over_hf", "time_s",
+            "load_average_before", "load_average_after", "raw_times_s")
+    return {**{k: child[k] for k in keys}, "matmul_peak_flops": child["matmul_peak"]["flops"]}
 
 
 def main(argv=None) -> int:
@@ -188,6 +224,14 @@ def main(argv=None) -> int:
     p.add_argument("--mask-prob", type=float, default=0.15)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--adamw", choices=["default", "foreach", "fused"], default="default",
+                   help="AdamW implementation for both models (default: as lanistr's Trainer)")
+    p.add_argument("--malloc", choices=["default", "heap"], default="default",
+                   help="heap: glibc keeps big tensors in its heap instead of mapping fresh "
+                        "pages per allocation (what-if; helps both models, HF more)")
+    p.add_argument("--what-if", nargs="*", default=[], choices=list(WHAT_IF),
+                   help="also measure these settings (each in a fresh process) and add them "
+                        "to the JSON under what_if: heap, fused, heap+fused")
     p.add_argument("--repeats", type=int, default=8, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     p.add_argument("--compile", action="store_true",

@@ -27,14 +27,17 @@ class TokenLayout:
     length: int
     index: torch.Tensor | None  # (N,) flat positions of real tokens; None = no padding
     key_padding_mask: torch.Tensor | None  # (B, T) True at padding; None = no padding
+    pad_index: torch.Tensor | None = None  # (B*T - N,) flat positions of padding
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor | None, batch: int, length: int) -> TokenLayout:
         if attention_mask is None or bool(attention_mask.all()):
             return cls(batch, length, None, None)
         mask = attention_mask.bool()
-        index = mask.reshape(-1).nonzero(as_tuple=True)[0]
-        return cls(batch, length, index, ~mask)
+        flat = mask.reshape(-1)
+        index = flat.nonzero(as_tuple=True)[0]
+        pad_index = (~flat).nonzero(as_tuple=True)[0]
+        return cls(batch, length, index, ~mask, pad_index)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (N, C)."""
@@ -44,8 +47,13 @@ class TokenLayout:
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (B, T, C), zeros at padding."""
         if self.index is not None:
-            full = x.new_zeros(self.batch * self.length, *x.shape[1:])
-            x = full.index_copy(0, self.index, x)
+            # One pass: zero the padding rows, scatter the real ones (in place, no clone).
+            full = x.new_empty(self.batch * self.length, *x.shape[1:])
+            if self.pad_index is None:
+                full.zero_()
+            else:
+                full.index_fill_(0, self.pad_index, 0)
+            x = full.index_copy_(0, self.index, x)
         return x.reshape(self.batch, self.length, *x.shape[1:])
 
 
