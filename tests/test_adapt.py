@@ -310,6 +310,9 @@ def test_dann_runs_on_a_toy_set_and_computes_the_domain_loss(tmp_path, capsys, i
     assert not any(k.startswith("domain_head.") for k in read_weights(model_dir))
     ckpt = tmp_path / "run" / "checkpoints" / "step-0000006"
     assert any(k.startswith("domain_head.") for k in read_weights(ckpt))
+    assert "domain head accuracy on training pairs" in out
+    domain = json.loads((tmp_path / "run" / "domain_metrics.json").read_text())
+    assert 0.0 <= domain["domain_accuracy"] <= 1.0
     metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0
     with torch.enable_grad():  # `lanistr evaluate` switches autograd off for the process
@@ -361,6 +364,24 @@ def test_dann_batches_pair_source_and_target_and_the_domain_loss_reverses(tmp_pa
                                                     reduction="sum")
     (g_plain,) = torch.autograd.grad(plain, layer)
     torch.testing.assert_close(g_rev, -task.grl_lambda * g_plain, rtol=1e-5, atol=1e-8)
+
+
+def test_dann_domain_head_trains_at_a_scaled_learning_rate(tmp_path, init):
+    from lanistr.config import TrainConfig
+
+    model, task = _toy_task(tmp_path, init, domain_lr_scale=7.0)
+    train = TrainConfig(lr=1e-4, weight_decay=0.01)
+    groups = task.param_groups(model, train)
+    head = {id(p) for p in model.domain_head.parameters()}
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each once
+    for g in groups:
+        in_head = {id(p) in head for p in g["params"]}
+        assert len(in_head) == 1
+        if in_head == {True}:
+            assert g["lr"] == pytest.approx(7e-4)
+        else:
+            assert g.get("lr", train.lr) == train.lr
 
 
 def test_dann_interrupt_then_resume_is_bitwise_identical(tmp_path, monkeypatch, init):

@@ -23,7 +23,12 @@ def register(sub) -> None:
     _register_dapt(cmds)
     _register_probe(cmds)
     _register_dann(cmds)
-    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+    def usage(args) -> int:  # `lanistr adapt` without a subcommand
+        p.print_help()
+        return 1
+
+    p.set_defaults(func=usage)
 
 
 def _register_dapt(cmds) -> None:
@@ -106,8 +111,9 @@ def _register_dann(cmds) -> None:
             "`dann`: target (unlabelled target training file, required),\n"
             "target_max_examples (0 = all), domain_weight (1.0; 0 = source-only), max_lambda "
             "(1.0),\ngamma (10: reversal weight max_lambda * (2 / (1 + exp(-gamma p)) - 1), p = "
-            "step / steps),\nunfreeze_every (gradual unfreezing: one more layer from the top "
-            "every N steps; 0 = off).\nEach micro-batch holds batch_size source + batch_size "
+            "step / steps),\ndomain_lr_scale (10: the domain head's lr is train.lr x this), "
+            "unfreeze_every (gradual\nunfreezing: one more layer from the top every N steps; "
+            "0 = off).\nEach micro-batch holds batch_size source + batch_size "
             "target sequences. OUTPUT/model is the\nplain task model (domain head dropped), "
             "usable by `lanistr evaluate` and `lanistr predict`."),
         epilog="example: lanistr adapt dann --config examples/adapt_dann_comp_rec.yaml "
@@ -178,6 +184,9 @@ def run_dann(args) -> int:
     if result.test_metrics:
         print(f"target test ({result.test_metrics['data']}): "
               + format_headline(result.test_metrics))
+    if result.domain_accuracy is not None:
+        print(f"domain head accuracy on training pairs: {result.domain_accuracy:.4f} "
+              "(0.5 = the domains look alike to the encoder)")
     print(f"model saved in {result.model_dir} ({result.steps} steps, {result.stop_reason}; "
           f"{result.target_examples} unlabelled target examples)")
     return 0

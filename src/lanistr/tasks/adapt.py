@@ -398,6 +398,7 @@ class DannOptions:
     domain_weight: float = 1.0  # weight of the domain loss (0 = source-only fine-tuning)
     max_lambda: float = 1.0  # final gradient-reversal weight
     gamma: float = 10.0  # steepness of the reversal-weight schedule
+    domain_lr_scale: float = 10.0  # the (new, randomly initialised) domain head trains at lr x this
     unfreeze_every: int = 0  # gradual unfreezing: one more layer every N steps (0 = off)
 
     def __post_init__(self) -> None:
@@ -407,6 +408,8 @@ class DannOptions:
             raise ConfigError(f"dann.max_lambda={self.max_lambda} must be >= 0")
         if self.gamma <= 0:
             raise ConfigError(f"dann.gamma={self.gamma} must be > 0")
+        if self.domain_lr_scale <= 0:
+            raise ConfigError(f"dann.domain_lr_scale={self.domain_lr_scale} must be > 0")
         if self.unfreeze_every < 0 or self.target_max_examples < 0:
             raise ConfigError("dann.unfreeze_every and dann.target_max_examples must be >= 0")
 
@@ -500,8 +503,24 @@ class DomainAdversarialTask(Task):
                 out.domain_logits.float(), batch["domain_labels"], reduction="sum")
         return sums
 
-    def num_tokens(self, batch):
-        return int(batch["attention_mask"].sum())
+    @torch.no_grad()
+    def domain_accuracy(self, model, max_examples: int = 256, batch_size: int = 32) -> float:
+        """Accuracy of the domain head on (up to) the first ``max_examples`` training pairs
+        (source + their target partners of epoch 0): 0.5 = the head cannot tell the domains
+        apart, 1.0 = it always can. A diagnostic of the adversarial game, not a test score."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        indices = list(range(min(self.n_source, max_examples)))
+        correct = total = 0
+        for i in range(0, len(indices), batch_size):
+            batch = {k: v.to(device) for k, v in self.collate(indices[i:i + batch_size], 0).items()}
+            out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                        grl_lambda=0.0)
+            correct += int((out.domain_logits.argmax(-1) == batch["domain_labels"]).sum())
+            total += batch["domain_labels"].numel()
+        model.train(was_training)
+        return correct / max(total, 1)
 
     # -- evaluation and saving: the base task's ---------------------------------------------
 
@@ -515,7 +534,25 @@ class DomainAdversarialTask(Task):
         return self.base.finalize_metrics(sums)
 
     def param_groups(self, model, train: TrainConfig):
-        return self.base.param_groups(model, train)
+        """The base task's groups (weight decay, layer-wise decay) for everything but the
+        domain head, which gets its own groups at ``lr x domain_lr_scale``: a randomly
+        initialised adversary at a pretrained encoder's small learning rate barely learns in a
+        short run, and then its reversed gradient carries no signal (the usual 10x for new
+        layers of DANN-style fine-tuning)."""
+        head = {id(p) for p in model.domain_head.parameters()}
+        groups = []
+        for group in self.base.param_groups(model, train):
+            kept = [p for p in group["params"] if id(p) not in head]
+            if kept:
+                groups.append({**group, "params": kept})
+        lr = train.lr * self.options.domain_lr_scale
+        params = [p for p in model.domain_head.parameters() if p.requires_grad]
+        for decayed in (True, False):
+            chosen = [p for p in params if (p.ndim >= 2) == decayed]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr,
+                               "weight_decay": train.weight_decay if decayed else 0.0})
+        return groups
 
     def save_extra(self, directory: Path) -> None:
         self.base.save_extra(directory)
@@ -594,6 +631,7 @@ class DannResult:
     eval_metrics: dict
     test_metrics: dict | None
     target_examples: int
+    domain_accuracy: float | None = None  # of the final domain head on training pairs
 
 
 def export_task_model(model_dir: Path, task: Task) -> None:
@@ -685,15 +723,22 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
                  task.n_source, task.n_target, adapt.domain_weight, adapt.max_lambda,
                  type(model).__name__, model.num_parameters() / 1e6)
     result = run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
-    test_metrics = None
+    test_metrics = domain_acc = None
     if ctx.is_main:
+        if adapt.domain_weight:
+            domain_acc = task.domain_accuracy(model)
+            write_json(output_dir / "domain_metrics.json",
+                       {"domain_accuracy": domain_acc, "on": "training pairs (source + target)",
+                        "final_lambda": task.grl_lambda, "steps": result.steps})
+            log.info("domain head accuracy on training pairs: %.4f (0.5 = domains "
+                     "indistinguishable)", domain_acc)
         export_task_model(result.model_dir, task)
         if data.test:
             test_metrics = Predictor(result.model_dir).evaluate_file(data.test,
                                                                      progress=train.progress)
             write_json(output_dir / "test_metrics.json", test_metrics)
     return DannResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
-                      test_metrics, task.n_target)
+                      test_metrics, task.n_target, domain_acc)
 
 
 __all__ = [
