@@ -101,13 +101,15 @@ def run(args) -> int:
     _banner(4, "evaluation on 400 later emails, next to TF-IDF + logistic regression")
     rows = _evaluate(tuned.model_dir, train, test, out, timings)
 
-    # Step 5 (reserved): an attention picture of one test email goes here, drawn with
-    # lanistr.viz from tuned.model_dir, written to out/ and listed in the summary below.
-
     _loss_curves(out / "pretrain", out / "finetune", out / "loss_curves.png")
+    pictures = ["confusion_lanistr.png", "confusion_tfidf.png", "loss_curves.png"]
+
+    # Step 5 (reserved): an attention picture of one test email, drawn with lanistr.viz from
+    # tuned.model_dir into out/; append its file name(s) to `pictures` for the summary.
+
     timings["total"] = time.perf_counter() - start
     _write_results(out, rows, timings, pretrained, tuned)
-    _summary(out, tuned.model_dir, rows, timings)
+    _summary(out, tuned.model_dir, rows, timings, pictures)
     return 0
 
 
@@ -286,7 +288,7 @@ def _write_results(out: Path, rows, timings, pretrained, tuned) -> None:
         "environment": env})
 
 
-def _summary(out: Path, model_dir: Path, rows, timings) -> None:
+def _summary(out: Path, model_dir: Path, rows, timings, pictures: list[str]) -> None:
     import json
     import shlex
 
@@ -300,8 +302,8 @@ def _summary(out: Path, model_dir: Path, rows, timings) -> None:
         label = predictor.labels[int(p.argmax())]
         print(f"  {label:>4} ({p.max():.2f})  {text[:70]}...")
     print(f"\ndone in {timings['total'] / 60:.1f} minutes. Files in {out}/:")
-    for name in ("results.md", "metrics.json", "confusion_lanistr.png", "confusion_tfidf.png",
-                 "loss_curves.png", "finetune/model/", "pretrain/model/", "tokenizer/"):
+    for name in ("results.md", "metrics.json", *pictures, "finetune/model/", "pretrain/model/",
+                 "tokenizer/"):
         if (out / name.rstrip("/")).exists():
             print(f"  {out / name}")
     model = shlex.quote(str(model_dir))
