@@ -13,12 +13,14 @@ also on the whole test split):
 
 * ``identity``: the lower-cased, unpunctuated input as output;
 * ``rules``: capitalise the first word and ``i``, add a final period;
-* ``lanistr (sotu-mini)``: LanistrForSeq2Seq on the encoder of ``runs/sotu-mini/model`` (our own
-  MLM pretraining; skipped with a note if absent), decoder warm-started from its layers;
-* ``lanistr (MiniLM)``: the same on MiniLM-L6-H384 converted with ``lanistr convert-hf minilm``.
+* ``lanistr + copy, sotu-mini``: LanistrForSeq2SeqCopy (pointer-generator) on the encoder of
+  ``runs/sotu-mini/model`` (our own MLM pretraining; skipped with a note if absent), 2 decoder
+  layers warm-started from its layers;
+* ``lanistr + copy, MiniLM``: the same on MiniLM-L6-H384 (``lanistr convert-hf minilm``);
+* the same two without the copy mechanism (``train --no-copy``: plain LanistrForSeq2Seq).
 
 Training uses ``lanistr finetune`` (task: seq2seq) with a wall-clock budget; the logs and models
-go to ``runs/seq2seq/<encoder>/``. Metrics: exact match, token F1 (whitespace tokens, case and
+go to ``runs/seq2seq/<encoder>[-copy]/``. Metrics: exact match, token F1 (whitespace tokens, case and
 punctuation sensitive) and corpus BLEU (sacrebleu's 13a, equal to sacrebleu).
 """
 
@@ -70,7 +72,11 @@ def ensure_encoder(name: str) -> Path | None:
     return init if (init / "config.json").is_file() else None
 
 
-def run_config(name: str, minutes: float, threads: int) -> dict:
+def run_dir(name: str, copy: bool) -> Path:
+    return RUNS / (f"{name}-copy" if copy else name)
+
+
+def run_config(name: str, minutes: float, threads: int, copy: bool) -> dict:
     spec = ENCODERS[name]
     data = ensure_pairs()
     return {
@@ -80,7 +86,7 @@ def run_config(name: str, minutes: float, threads: int) -> dict:
         "model": {"decoder_layers": 2, "long": "none"},
         "data": {"train": str(data / "train.jsonl"), "eval": str(data / "dev.jsonl"),
                  "max_source_len": 64, "max_target_len": 96},
-        "finetune": {"eval_max_examples": 200, "metric": "bleu"},
+        "finetune": {"eval_max_examples": 200, "metric": "bleu", "copy": copy},
         "train": {"batch_size": spec["batch_size"], "lr": spec["lr"], "epochs": 0,
                   "max_steps": spec["max_steps"], "max_minutes": minutes, "warmup_steps": 20,
                   "eval_every": 50, "save_every": 50, "log_every": 10, "num_threads": threads,
@@ -96,11 +102,11 @@ def train(args) -> int:
     if ensure_encoder(args.encoder) is None:
         print(f"{ENCODERS[args.encoder]['init']}: no encoder checkpoint; skipping")
         return 0
-    out = RUNS / args.encoder
+    out = run_dir(args.encoder, not args.no_copy)
     out.mkdir(parents=True, exist_ok=True)
     config = out / "run.yaml"
-    config.write_text(yaml.safe_dump(run_config(args.encoder, args.minutes, args.threads),
-                                     sort_keys=False), encoding="utf-8")
+    settings = run_config(args.encoder, args.minutes, args.threads, not args.no_copy)
+    config.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     argv = ["finetune", "--config", str(config), "--output", str(out)]
     return main(argv + (["--resume"] if args.resume else []))
 
@@ -156,9 +162,12 @@ def report(args) -> int:
         rows.append((name, generation_metrics([fn(s) for s in sources], refs),
                      generation_metrics([fn(p["source"]) for p in test], full_refs), None, None))
     notes = []
-    for name, label in (("sotu-mini", "lanistr, own sotu-mini encoder"),
-                        ("minilm", "lanistr, MiniLM-L6 encoder (convert-hf)")):
-        model_dir = RUNS / name / "model"
+    systems = [(name, copy, f"lanistr{' + copy' if copy else ''}, {label}")
+               for copy in (True, False)
+               for name, label in (("sotu-mini", "own sotu-mini encoder"),
+                                   ("minilm", "MiniLM-L6 encoder"))]
+    for name, copy, label in systems:
+        model_dir = run_dir(name, copy) / "model"
         if not (model_dir / "config.json").is_file():
             notes.append(f"- {label}: no trained model in {model_dir} (encoder checkpoint "
                          f"{ENCODERS[name]['init']} absent or training not run); skipped.")
@@ -170,7 +179,7 @@ def report(args) -> int:
             seconds = time.perf_counter() - start
             metrics = generation_metrics(predictions, refs)
             rows.append((f"{label}, {'greedy' if beams == 1 else f'beam {beams}'}", metrics,
-                         None, train_summary(RUNS / name), seconds))
+                         None, train_summary(run_dir(name, copy)), seconds))
             if beams == args.beams[0]:
                 examples = [(s, p, r) for s, p, r in zip(sources, predictions, refs)][:6]
                 notes.append(f"- {label}: sample outputs (source / output / reference):")
@@ -219,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--minutes", type=float, default=25.0, help="wall-clock training budget")
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--no-copy", action="store_true",
+                   help="plain decoder (LanistrForSeq2Seq) instead of the copy model")
     t.set_defaults(func=train)
     r = sub.add_parser("report", help="evaluate the trained systems and the baselines")
     r.add_argument("--test-pairs", type=int, default=1000)

@@ -12,16 +12,22 @@ import torch
 import torch.nn.functional as F
 
 from lanistr.config import LanistrConfig
-from lanistr.nn.decoder import GenerationConfig, LanistrForSeq2Seq, decode_until_eos
+from lanistr.nn.decoder import (
+    GenerationConfig,
+    LanistrForSeq2Seq,
+    LanistrForSeq2SeqCopy,
+    decode_until_eos,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOS, EOS, PAD = 2, 3, 0
 
 
-def tiny_model(norm: str = "post", layers: int = 2, seed: int = 0, **overrides):
+def tiny_model(norm: str = "post", layers: int = 2, seed: int = 0, copy: bool = False,
+               **overrides):
     torch.manual_seed(seed)
     config = LanistrConfig.from_name("tiny", norm=norm, decoder_layers=layers, **overrides)
-    return LanistrForSeq2Seq(config).eval()
+    return (LanistrForSeq2SeqCopy if copy else LanistrForSeq2Seq)(config).eval()
 
 
 def sources(b: int = 3, t: int = 7, lengths=(7, 5, 3), seed: int = 0):
@@ -73,10 +79,10 @@ def test_logit_positions_select_rows():
     torch.testing.assert_close(sparse, dense[positions])
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("norm,copy", [("post", False), ("pre", False), ("post", True)])
 @pytest.mark.parametrize("beams", [1, 3])
-def test_cached_and_uncached_generation_agree(norm, beams):
-    model = tiny_model(norm)
+def test_cached_and_uncached_generation_agree(norm, copy, beams):
+    model = tiny_model(norm, copy=copy)
     ids, mask = sources()
     cached = model.generate(ids, mask, gen(num_beams=beams))
     uncached = model.generate(ids, mask, gen(num_beams=beams, use_cache=False))
@@ -84,17 +90,17 @@ def test_cached_and_uncached_generation_agree(norm, beams):
     torch.testing.assert_close(cached.scores, uncached.scores)
 
 
-def test_cache_step_equals_full_recompute():
-    model = tiny_model()
+@pytest.mark.parametrize("copy", [False, True])
+def test_cache_step_equals_full_recompute(copy):
+    model = tiny_model(copy=copy)
     ids, mask = sources()
-    memory, padding = model.encode(ids, mask)
-    cache = model.new_cache(memory, padding, 8)
+    ctx = model.context(ids, *model.encode(ids, mask))
+    cache = model.new_cache(ctx, 8)
     prefix = torch.randint(5, 99, (3, 6))
     prefix[:, 0] = BOS
-    steps = [model._next_logits(prefix[:, :t + 1], cache.cross, padding, cache)
-             for t in range(6)]
-    h, _ = model.decoder(prefix, model.decoder.cross_kv(memory), padding)
-    full = model.lm_head(h)
+    steps = [model._next_logits(prefix[:, :t + 1], ctx, cache) for t in range(6)]
+    h, _ = model.decoder(prefix, ctx.cross_kv, ctx.padding)
+    full = model.head(h, ctx)
     torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
@@ -105,7 +111,8 @@ def test_one_beam_is_greedy():
     beam = model.generate(ids, mask, gen(num_beams=1, length_penalty=0.0))
     assert torch.equal(greedy.sequences, beam.sequences)
     # the beam-search path with one beam, forced through the general code
-    one = model._beam_search(*model.encode(ids, mask), gen(length_penalty=0.0))
+    one = model._beam_search(model.context(ids, *model.encode(ids, mask)),
+                             gen(length_penalty=0.0))
     assert torch.equal(greedy.sequences[:, :one.sequences.shape[1]], one.sequences)
     torch.testing.assert_close(greedy.scores, one.scores)
 
@@ -164,13 +171,29 @@ def test_beam_search_finds_exhaustive_best_on_a_tiny_space():
     assert float(out.scores[0]) == pytest.approx(best, abs=1e-4)
 
 
-def test_save_load_roundtrip(tmp_path):
+def test_copy_head_mixes_vocabulary_and_source_distributions():
+    model = tiny_model(copy=True)
+    ids, mask = sources()
+    dec = torch.randint(5, 99, (3, 5))
+    logp = model(ids, mask, dec).logits  # (B, T, V) log-probabilities
+    torch.testing.assert_close(logp.logsumexp(-1), torch.zeros(3, 5), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        model.copy_gate.bias.fill_(-1e4)  # copy only: all mass on the row's source tokens
+    p = model(ids, mask, dec).logits.exp()
+    for b in range(3):
+        on_source = torch.zeros(99, dtype=torch.bool)
+        on_source[ids[b, mask[b].bool()]] = True
+        torch.testing.assert_close(p[b][:, on_source].sum(-1), torch.ones(5))
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_save_load_roundtrip(tmp_path, copy):
     from lanistr.nn import load_model
 
-    model = tiny_model()
+    model = tiny_model(copy=copy)
     model.save_pretrained(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
-    assert isinstance(loaded, LanistrForSeq2Seq)
+    assert type(loaded) is type(model)
     ids, mask = sources()
     dec = torch.randint(5, 99, (3, 4))
     torch.testing.assert_close(model(ids, mask, dec).logits, loaded.eval()(ids, mask, dec).logits)
@@ -419,6 +442,7 @@ def test_finetune_generate_cli(tmp_path, capsys):
         f"task: seq2seq\ninit: {tmp_path / 'enc'}\nmodel: {{decoder_layers: 1}}\n"
         f"data: {{train: {train}, eval: {dev}, test: {dev}, max_source_len: 16, "
         "max_target_len: 12}\n"
+        "finetune: {copy: true}\n"
         "train: {max_steps: 3, epochs: 0, batch_size: 16, eval_every: 3, progress: false}\n")
     run = load_run_config(str(config_file), [], {"task", "init", "model", "data", "finetune",
                                                   "train"})
@@ -436,6 +460,7 @@ def test_finetune_generate_cli(tmp_path, capsys):
     generation = json.loads((model_dir / "generation_config.json").read_text())
     assert generation["target_format"] == "markup" and generation["max_new_tokens"] == 12
     predictor = Seq2SeqPredictor(model_dir)
+    assert isinstance(predictor.model, LanistrForSeq2SeqCopy)
     assert predictor.tokenizer.convert_tokens_to_ids("[CAP]") != predictor.tokenizer.unk_id
 
     expected = predictor.generate(["war peace", "we our union"], num_beams=2)

@@ -1,6 +1,6 @@
 """The model, pure torch, no I/O except safetensors checkpoints in ``checkpoint``."""
 
-from lanistr.nn.decoder import GenerationConfig, LanistrForSeq2Seq
+from lanistr.nn.decoder import GenerationConfig, LanistrForSeq2Seq, LanistrForSeq2SeqCopy
 from lanistr.nn.models import (
     LanistrForMaskedLM,
     LanistrForPreTraining,
@@ -17,6 +17,7 @@ __all__ = [
     "LanistrForMaskedLM",
     "LanistrForPreTraining",
     "LanistrForSeq2Seq",
+    "LanistrForSeq2SeqCopy",
     "LanistrForSequenceClassification",
     "LanistrForTokenClassification",
     "LanistrModel",

@@ -114,6 +114,17 @@ class GenerationConfig:
             raise LanistrError(f"{path}: {exc}") from None
 
 
+@dataclass
+class DecodingContext:
+    """What decoding reads from the source: per-layer cross-attention keys/values, the source
+    padding mask, the source ids, and (copy models) the copy-attention keys."""
+
+    cross_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, (B, H, S, Dh) each
+    padding: torch.Tensor | None  # (B, S) True at padding
+    source_ids: torch.Tensor  # (B, S)
+    copy_keys: torch.Tensor | None = None  # (B, S, D)
+
+
 class KVCache:
     """Decoder keys/values for incremental decoding.
 
@@ -338,28 +349,39 @@ class LanistrForSeq2Seq(PreTrainedModel):
         """Teacher-forced pass. ``logit_positions`` (bool (B, T)) computes vocabulary logits
         only there (``logits`` is then ``(M, V)`` in row-major order)."""
         memory, padding = self.encode(input_ids, attention_mask)
-        h, (self_w, cross_w) = self.decoder(decoder_input_ids, self.decoder.cross_kv(memory),
-                                            padding, need_weights=output_attentions)
-        logits = self.lm_head(h[logit_positions] if logit_positions is not None else h)
+        ctx = self.context(input_ids, memory, padding)
+        h, (self_w, cross_w) = self.decoder(decoder_input_ids, ctx.cross_kv, padding,
+                                            need_weights=output_attentions)
+        logits = self.head(h, ctx, logit_positions)
         return Seq2SeqOutput(logits, memory, h, self_w, cross_w)
+
+    def context(self, input_ids: torch.Tensor, memory: torch.Tensor,
+                padding: torch.Tensor | None) -> DecodingContext:
+        """What every decoding step reads from the source (computed once per batch)."""
+        return DecodingContext(self.decoder.cross_kv(memory), padding, input_ids)
+
+    def head(self, h: torch.Tensor, ctx: DecodingContext,
+             positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) decoder states -> (B, T, V) logits, or (M, V) at ``positions``."""
+        return self.lm_head(h[positions] if positions is not None else h)
 
     # -- generation ----------------------------------------------------------------------------
 
-    def new_cache(self, memory: torch.Tensor, memory_padding: torch.Tensor | None,
-                  capacity: int) -> KVCache:
+    def new_cache(self, ctx: DecodingContext, capacity: int) -> KVCache:
         cfg = self.config
         layers = len(self.decoder.layers)
-        shape = (layers, memory.shape[0], cfg.num_heads, capacity, cfg.head_dim)
-        return KVCache(memory.new_zeros(shape), memory.new_zeros(shape),
-                       self.decoder.cross_kv(memory), memory_padding)
+        k = ctx.cross_kv[0][0]  # (B, H, S, Dh)
+        shape = (layers, k.shape[0], cfg.num_heads, capacity, cfg.head_dim)
+        return KVCache(k.new_zeros(shape), k.new_zeros(shape), ctx.cross_kv, ctx.padding)
 
-    def _next_logits(self, tokens: torch.Tensor, cross_kv, padding, cache: KVCache | None):
-        """Vocabulary logits (B, V) of the next token after the prefix ``tokens`` (B, t)."""
+    def _next_logits(self, tokens: torch.Tensor, ctx: DecodingContext,
+                     cache: KVCache | None) -> torch.Tensor:
+        """Logits (B, V) of the next token after the prefix ``tokens`` (B, t)."""
         if cache is not None:
-            h, _ = self.decoder(tokens[:, cache.length:], cross_kv, padding, cache)
+            h, _ = self.decoder(tokens[:, cache.length:], ctx.cross_kv, ctx.padding, cache)
         else:
-            h, _ = self.decoder(tokens, cross_kv, padding)
-        return self.lm_head(h[:, -1]).float()
+            h, _ = self.decoder(tokens, ctx.cross_kv, ctx.padding)
+        return self.head(h[:, -1:], ctx)[:, 0].float()
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -373,33 +395,38 @@ class LanistrForSeq2Seq(PreTrainedModel):
         self.eval()
         try:
             memory, padding = self.encode(input_ids, attention_mask)
-            if generation.num_beams == 1:
-                return self._greedy(memory, padding, generation)
-            return self._beam_search(memory, padding, generation)
+            k = generation.num_beams
+            if k > 1:  # every beam of an example reads the same source
+                memory, input_ids = (memory.repeat_interleave(k, dim=0),
+                                     input_ids.repeat_interleave(k, dim=0))  # (B*K, S, ...)
+                padding = padding.repeat_interleave(k, dim=0) if padding is not None else None
+            ctx = self.context(input_ids, memory, padding)
+            if k == 1:
+                return self._greedy(ctx, generation)
+            return self._beam_search(ctx, generation)
         finally:
             self.train(was_training)
 
-    def _start(self, memory, padding, gen: GenerationConfig):
-        tokens = torch.full((memory.shape[0], 1), gen.bos_token_id, dtype=torch.long,
-                            device=memory.device)
-        if gen.use_cache:
-            cache = self.new_cache(memory, padding, gen.max_new_tokens + 1)
-            return tokens, cache, cache.cross
-        return tokens, None, self.decoder.cross_kv(memory)
+    def _start(self, ctx: DecodingContext, gen: GenerationConfig):
+        rows = ctx.source_ids.shape[0]
+        tokens = torch.full((rows, 1), gen.bos_token_id, dtype=torch.long,
+                            device=ctx.source_ids.device)
+        cache = self.new_cache(ctx, gen.max_new_tokens + 1) if gen.use_cache else None
+        return tokens, cache
 
-    def _log_probs(self, tokens, cross, padding, cache, step, gen):
-        logp = F.log_softmax(self._next_logits(tokens, cross, padding, cache), dim=-1)
+    def _log_probs(self, tokens, ctx, cache, step, gen):
+        logp = F.log_softmax(self._next_logits(tokens, ctx, cache), dim=-1)
         if step < gen.min_new_tokens:
             logp[:, gen.eos_token_id] = -math.inf
         return logp
 
-    def _greedy(self, memory, padding, gen: GenerationConfig) -> GenerationOutput:
-        tokens, cache, cross = self._start(memory, padding, gen)
-        b = memory.shape[0]
-        finished = torch.zeros(b, dtype=torch.bool, device=memory.device)
-        scores = torch.zeros(b, device=memory.device)
+    def _greedy(self, ctx: DecodingContext, gen: GenerationConfig) -> GenerationOutput:
+        tokens, cache = self._start(ctx, gen)
+        b, device = tokens.shape[0], tokens.device
+        finished = torch.zeros(b, dtype=torch.bool, device=device)
+        scores = torch.zeros(b, device=device)
         for step in range(gen.max_new_tokens):
-            logp = self._log_probs(tokens, cross, padding, cache, step, gen)  # (B, V)
+            logp = self._log_probs(tokens, ctx, cache, step, gen)  # (B, V)
             best = logp.argmax(-1)
             scores += torch.where(finished, 0.0, logp.gather(1, best[:, None])[:, 0])
             best = torch.where(finished, gen.pad_token_id, best)
@@ -409,21 +436,20 @@ class LanistrForSeq2Seq(PreTrainedModel):
                 break
         return GenerationOutput(tokens[:, 1:], scores)
 
-    def _beam_search(self, memory, padding, gen: GenerationConfig) -> GenerationOutput:
+    def _beam_search(self, ctx: DecodingContext, gen: GenerationConfig) -> GenerationOutput:
         """Beam search with ``early_stopping``: an example is done once it has ``num_beams``
         finished hypotheses. A hypothesis scores ``sum log p / length ** length_penalty``
-        (length counts generated tokens, EOS included). With one beam this is greedy search."""
-        k, b = gen.num_beams, memory.shape[0]
-        memory = memory.repeat_interleave(k, dim=0)  # (B*K, S, D)
-        padding = padding.repeat_interleave(k, dim=0) if padding is not None else None
-        tokens, cache, cross = self._start(memory, padding, gen)
-        device = memory.device
+        (length counts generated tokens, EOS included). With one beam this is greedy search.
+        ``ctx`` holds ``num_beams`` copies of each example's source, consecutively."""
+        tokens, cache = self._start(ctx, gen)
+        k = gen.num_beams
+        b, device = tokens.shape[0] // k, tokens.device
         beam_scores = torch.zeros(b, k, device=device)
         beam_scores[:, 1:] = -math.inf  # all beams start equal: expand only the first
         hyps: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
         done = [False] * b
         for step in range(gen.max_new_tokens):
-            logp = self._log_probs(tokens, cross, padding, cache, step, gen)  # (B*K, V)
+            logp = self._log_probs(tokens, ctx, cache, step, gen)  # (B*K, V)
             vocab = logp.shape[-1]
             cand = (beam_scores.reshape(-1, 1) + logp).reshape(b, k * vocab)
             top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (B, 2K)
@@ -473,6 +499,50 @@ class LanistrForSeq2Seq(PreTrainedModel):
         for i, (_, seq) in enumerate(best):
             out[i, :len(seq)] = torch.tensor(seq, dtype=torch.long, device=device)
         return GenerationOutput(out, torch.tensor([s for s, _ in best], device=device))
+
+
+@register_architecture
+class LanistrForSeq2SeqCopy(LanistrForSeq2Seq):
+    """:class:`LanistrForSeq2Seq` with a copy mechanism (pointer-generator, See et al. 2017).
+
+    A single-head copy attention over the encoder output gives a distribution ``a`` over the
+    source positions; a gate ``g = sigmoid(w . h)`` mixes the vocabulary distribution with it::
+
+        p(w) = g * softmax(logits)(w) + (1 - g) * sum(a_s for source positions s holding w)
+
+    Copying the source's ``[SEP]`` ends the output. ``logits`` are then the log of ``p``
+    (normalised log-probabilities, so cross-entropy and generation use them unchanged). Suited
+    to tasks whose outputs mostly repeat the input (restoration, correction, extraction).
+    """
+
+    head_prefixes = (*LanistrForSeq2Seq.head_prefixes, "copy_")
+
+    def __init__(self, config: LanistrConfig):
+        super().__init__(config)
+        d = config.hidden_size
+        self.copy_query = nn.Linear(d, d)
+        self.copy_key = nn.Linear(d, d)
+        self.copy_gate = nn.Linear(d, 1)
+        self.post_init()
+
+    def context(self, input_ids, memory, padding) -> DecodingContext:
+        ctx = super().context(input_ids, memory, padding)
+        ctx.copy_keys = self.copy_key(memory)  # (B, S, D)
+        return ctx
+
+    def head(self, h, ctx, positions=None) -> torch.Tensor:
+        b, t, d = h.shape
+        scores = torch.matmul(self.copy_query(h), ctx.copy_keys.transpose(1, 2)) / math.sqrt(d)
+        if ctx.padding is not None:  # (B, T, S)
+            scores = scores.masked_fill(ctx.padding[:, None, :], -math.inf)
+        attn = torch.softmax(scores.float(), dim=-1)
+        gate = torch.sigmoid(self.copy_gate(h).float())  # (B, T, 1)
+        source = ctx.source_ids[:, None, :].expand(b, t, -1)  # (B, T, S)
+        if positions is not None:
+            h, attn, gate, source = h[positions], attn[positions], gate[positions], source[positions]
+        p = gate * torch.softmax(self.lm_head(h).float(), dim=-1)  # (..., V)
+        p = p.scatter_add(-1, source, (1.0 - gate) * attn)
+        return torch.log(p.clamp_min(1e-30))
 
 
 def _grow_vocab(state: dict[str, torch.Tensor], model: LanistrForSeq2Seq,

@@ -79,6 +79,7 @@ class Seq2SeqOptions:
     """The ``finetune`` section of a seq2seq run."""
 
     label_smoothing: float = 0.0
+    copy: bool = False  # a new model gets a copy mechanism (LanistrForSeq2SeqCopy)
     freeze_encoder: bool = False  # train only the decoder and the output head
     patience: int = 0  # stop after this many evaluations without improvement (0 = never)
     metric: Literal["bleu", "exact_match", "token_f1", "loss"] | None = None  # default bleu
@@ -338,12 +339,16 @@ def generate_texts(model, codec: TextCodec, input_ids, attention_mask, generatio
 # --------------------------------------------------------------------------- building a run
 
 
-def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2SeqDataConfig):
+def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2SeqDataConfig,
+                copy: bool = False):
     """A seq2seq model: continued from a seq2seq checkpoint, built on an encoder checkpoint
-    (new decoder), or from scratch (``model`` section, default preset mini)."""
+    (new decoder), or from scratch (``model`` section, default preset mini). ``copy`` picks
+    :class:`LanistrForSeq2SeqCopy` for a new model."""
     from lanistr.checkpoint import read_config
-    from lanistr.nn.decoder import LanistrForSeq2Seq
+    from lanistr.nn import load_model
+    from lanistr.nn.decoder import LanistrForSeq2Seq, LanistrForSeq2SeqCopy
 
+    cls = LanistrForSeq2SeqCopy if copy else LanistrForSeq2Seq
     section = dict(model_section or {})
     base = read_config(init, **section) if init != "scratch" else None
     if init == "scratch":
@@ -351,15 +356,14 @@ def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2
         section.setdefault("vocab_size", tokenizer.vocab_size)
         section.setdefault("pad_token_id", tokenizer.pad_id)
         config = LanistrConfig.from_any(section)
-        config.architecture = LanistrForSeq2Seq.__name__
-        model = LanistrForSeq2Seq(config)
-    elif base.architecture == LanistrForSeq2Seq.__name__:
-        model = LanistrForSeq2Seq.from_pretrained(init, **section)
+        config.architecture = cls.__name__
+        model = cls(config)
+    elif is_seq2seq_architecture(base.architecture):
+        model = load_model(init, **section)
     else:
         layers = section.pop("decoder_layers", None)
         vocab = max(tokenizer.vocab_size, base.vocab_size)
-        model = LanistrForSeq2Seq.from_encoder(init, decoder_layers=layers, vocab_size=vocab,
-                                               **section)
+        model = cls.from_encoder(init, decoder_layers=layers, vocab_size=vocab, **section)
     config = model.config
     if config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"model vocab_size={config.vocab_size} is smaller than the "
@@ -435,7 +439,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
             raise DataError(part.path, None, f"{part.source_truncated} sources and "
                             f"{part.target_truncated} targets are longer than "
                             "data.max_source_len/max_target_len")
-    model = build_model(init, run.get("model") or {}, tokenizer, data)
+    model = build_model(init, run.get("model") or {}, tokenizer, data, options.copy)
     if options.freeze_encoder:
         for p in model.model.parameters():
             p.requires_grad_(False)
@@ -475,24 +479,32 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
 # --------------------------------------------------------------------------- inference
 
 
+def is_seq2seq_architecture(name: str) -> bool:
+    from lanistr.nn.decoder import LanistrForSeq2Seq
+    from lanistr.nn.models import ARCHITECTURES
+
+    return name in ARCHITECTURES and issubclass(ARCHITECTURES[name], LanistrForSeq2Seq)
+
+
 def is_seq2seq_model(model_dir: str | Path) -> bool:
     from lanistr.checkpoint import read_config
 
-    return read_config(model_dir).architecture == "LanistrForSeq2Seq"
+    return is_seq2seq_architecture(read_config(model_dir).architecture)
 
 
 class Seq2SeqPredictor:
     """A seq2seq model directory, ready to generate (CPU by default)."""
 
     def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu"):
-        from lanistr.nn.decoder import GenerationConfig, LanistrForSeq2Seq
+        from lanistr.nn import load_model
+        from lanistr.nn.decoder import GenerationConfig
 
         self.model_dir = Path(model_dir)
         if not is_seq2seq_model(self.model_dir):
             raise LanistrError(f"{self.model_dir}: not a seq2seq model; train one with "
                                "`lanistr finetune` (task: seq2seq)")
         self.device = torch.device(device)
-        self.model = LanistrForSeq2Seq.from_pretrained(self.model_dir).to(self.device).eval()
+        self.model = load_model(self.model_dir).to(self.device).eval()
         self.tokenizer = Tokenizer.from_pretrained(self.model_dir)
         self.generation = GenerationConfig.load(self.model_dir)
         self.codec = TextCodec(self.tokenizer, self.generation.target_format)
