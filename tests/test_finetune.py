@@ -440,3 +440,17 @@ def test_bio_entity_f1_in_the_loop_equals_seqeval(toy):
     metrics = task.finalize_metrics(sums)
     assert metrics["entity_f1"] == pytest.approx(seqeval.f1_score(gold, pred))
     assert metrics["token_accuracy"] == pytest.approx(6 / 7)
+
+
+def test_evaluate_and_predict_a_tagger_from_conll(tagger, toy, tmp_path, capsys):
+    out = tmp_path / "tag.json"
+    assert main(["evaluate", "--model", str(tagger), "--data", str(toy["conll"]),
+                 "--output", str(out), "--no-progress"]) == 0
+    m = json.loads(out.read_text())
+    assert m["task"] == "tag" and m["token_accuracy"] == 1.0 and "entity_f1" not in m
+    assert not list(tmp_path.glob("*.png"))  # a confusion matrix only for classifiers
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", "--model", str(tagger), "--input", str(toy["conll"]),
+                 "--output", str(pred)]) == 0
+    rows = [json.loads(x) for x in pred.read_text().splitlines()]
+    assert len(rows) == 40 and all(len(r["words"]) == len(r["tags"]) for r in rows)
