@@ -2,7 +2,8 @@
 
 Runs the real command under ``torchrun --standalone`` (gloo, ``OMP_NUM_THREADS=1`` per
 process), `mini` preset, batch 16 per rank, sequences of 128 tokens, on the embedded State of
-the Union sample (``data/sotu_sample.txt``). The tokenizer and token cache are built once
+the Union sample (``data/sotu_sample.txt``; an 8000-word WordPiece tokenizer, the model
+keeps the preset's 30522-row vocabulary). The tokenizer and token cache are built once
 beforehand and shared, so the runs measure training only. Each run logs every step; the
 throughput of a run is the median of the per-step global tokens/s after the warm-up steps
 (the trainer's ``tokens_per_s`` in ``metrics.csv``). Runs alternate 1, 2, 1, 2, ...
@@ -39,6 +40,8 @@ def run_config(work: Path, args, tokenizer: Path | None, steps: int) -> list[str
         "train.progress=false", "train.dist_backend=gloo", "train.num_threads=1",
         "train.warmup_steps=0", "train.schedule=constant", "train.lr=1e-4",
     ]
+    if args.model_vocab:
+        sets.append(f"model.vocab_size={args.model_vocab}")
     if tokenizer is not None:
         sets.append(f"data.tokenizer={tokenizer}")
     out = []
@@ -97,7 +100,8 @@ def run(args) -> dict:
                        "--standalone, gloo, OMP_NUM_THREADS=1 each), mini preset",
         "machine": _common.machine_info(),
         "threads_per_process": 1, "torch": torch.__version__,
-        "corpus": str(args.corpus), "vocab_size": args.vocab_size, "seq": args.seq,
+        "corpus": str(args.corpus), "tokenizer_vocab_size": args.vocab_size,
+        "model_vocab_size": args.model_vocab or args.vocab_size, "seq": args.seq,
         "batch_per_rank": args.batch, "warmup_steps": args.warmup_steps,
         "measured_steps": args.steps, "rounds": args.rounds, "prep_wall_s": prep["wall_s"],
         "load_average_before": load_before, "load_average_after": _common.load_average(),
@@ -116,6 +120,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", type=Path, default=ROOT / "data" / "sotu_sample.txt")
     p.add_argument("--vocab-size", type=int, default=8000, help="tokenizer trained on the corpus")
+    p.add_argument("--model-vocab", type=int, default=30522,
+                   help="model vocabulary (the mini preset's 30522; 0 = the tokenizer's)")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=16, help="sequences per rank and step")
     p.add_argument("--steps", type=int, default=30, help="measured steps per run")
