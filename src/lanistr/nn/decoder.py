@@ -29,6 +29,7 @@ from torch import nn
 
 from lanistr.config import AttentionConfig, LanistrConfig
 from lanistr.errors import ConfigError, LanistrError
+from lanistr.nn.dropout import Dropout
 from lanistr.nn.embeddings import Embeddings
 from lanistr.nn.heads import MLMHead
 from lanistr.nn.layers import FeedForward, MultiHeadAttention
@@ -181,7 +182,7 @@ class DecoderLayer(nn.Module):
         self.cross_attention_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.pre_norm = config.norm == "pre"
         self.layer_idx = layer_idx
 
