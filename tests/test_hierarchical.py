@@ -68,3 +68,37 @@ def test_sliding_window_tagging_equals_a_full_pass_when_it_fits():
     # A piece in the middle of a window gets exactly that window's logits.
     window = model(torch.tensor([[1, *long[10:40], 2]])).logits[0, 1:-1]
     torch.testing.assert_close(out[25], window[15])
+
+
+def test_finetune_hierarchical_reads_whole_documents(tmp_path):
+    """The label word sits at the end of long documents: truncation to one segment cannot
+    see it; the hierarchical model reads every segment and learns it."""
+    import json
+    import random
+
+    from lanistr.cli import main
+    from lanistr.data.tokenizer import train_tokenizer
+    from lanistr.tasks.finetune import Predictor
+
+    rng = random.Random(0)
+    filler = "alpha beta gamma delta epsilon zeta eta theta".split()
+    rows = []
+    for i in range(32):
+        label = ["red", "blue"][i % 2]
+        words = [rng.choice(filler) for _ in range(40)] + [label]
+        rows.append({"text": " ".join(words), "label": label})
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(r["text"] for r in rows), encoding="utf-8")
+    train_tokenizer([corpus], 80, tmp_path / "tok")
+    sets = {"task": "classify", "init": "scratch", "data.tokenizer": tmp_path / "tok",
+            "data.train": data, "model.preset": "tiny", "model.long": "hierarchical",
+            "model.hierarchical.segment_len": 16, "model.hierarchical.stride": 12,
+            "model.hierarchical.max_segments": 8, "train.lr": 3e-3, "train.batch_size": 8,
+            "train.epochs": 30, "train.progress": "false", "train.save_every": 1000}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    assert main(["finetune", "--output", str(tmp_path / "run"), *args]) == 0
+    predictor = Predictor(tmp_path / "run" / "model")
+    assert type(predictor.model).__name__ == "LanistrForDocumentClassification"
+    assert predictor.evaluate_file(data)["accuracy"] == 1.0

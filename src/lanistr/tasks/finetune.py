@@ -245,12 +245,14 @@ def encode_tagged(tokenizer: Tokenizer, sentences, known: Sequence[str], max_len
     return ids, targets, truncated
 
 
-def _report_truncation(data: Encoded, max_len: int, report: dict) -> None:
-    """Log and record (in ``report``: file -> (truncated, examples)) how many were cut."""
+def _report_truncation(data: Encoded, limit: int | str, report: dict) -> None:
+    """Log and record (in ``report``: file -> (truncated, examples)) how many were cut;
+    ``limit`` is max_len, or a description such as "hierarchical.max_segments=16"."""
     report[data.path] = (data.num_truncated, len(data))
     if data.num_truncated:
-        log.warning("%s: %d of %d examples truncated to max_len=%d", data.path,
-                    data.num_truncated, len(data), max_len)
+        limit = f"max_len={limit}" if isinstance(limit, int) else limit
+        log.warning("%s: %d of %d examples truncated to %s", data.path,
+                    data.num_truncated, len(data), limit)
 
 
 # --------------------------------------------------------------------------- batching
@@ -258,7 +260,10 @@ def _report_truncation(data: Encoded, max_len: int, report: dict) -> None:
 
 def pad_batch(ids: Sequence[np.ndarray], pad_id: int,
               types: Sequence[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
-    """Pad to the longest example: input_ids, attention_mask, token_type_ids (B, T)."""
+    """Pad to the longest example: input_ids, attention_mask, token_type_ids (B, T).
+    Segmented documents ((S, T) arrays, -1 after a segment's end) give (B, S, T)."""
+    if ids and np.ndim(ids[0]) == 2:
+        return _pad_segments(ids, pad_id)
     width = max(len(x) for x in ids)
     input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -270,6 +275,39 @@ def pad_batch(ids: Sequence[np.ndarray], pad_id: int,
             token_types[i, :len(x)] = types[i]
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask),
             "token_type_ids": torch.from_numpy(token_types)}
+
+
+def _pad_segments(docs: Sequence[np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:
+    s = max(d.shape[0] for d in docs)
+    t = max(d.shape[1] for d in docs)
+    grid = np.full((len(docs), s, t), -1, dtype=np.int64)
+    for i, d in enumerate(docs):
+        grid[i, :d.shape[0], :d.shape[1]] = d
+    mask = grid >= 0
+    grid[~mask] = pad_id
+    input_ids = torch.from_numpy(grid)
+    return {"input_ids": input_ids, "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+            "token_type_ids": torch.zeros_like(input_ids)}
+
+
+def encode_segmented(tokenizer: Tokenizer, texts: Sequence[str], h) -> tuple[list[np.ndarray], int]:
+    """Whole documents as overlapping ``[CLS] ... [SEP]`` segments (``HierarchicalConfig``
+    ``h``): one (S, T) int32 array per text, -1 after a segment's end; and how many documents
+    needed more than ``h.max_segments`` segments (their tail is dropped)."""
+    from lanistr.data.segments import split_into_segments
+
+    out, cut = [], 0
+    for start in range(0, len(texts), _CHUNK):
+        for ids, _ in tokenizer.encode_documents(list(texts[start:start + _CHUNK])):
+            segs, was_cut = split_into_segments(ids.tolist(), h.segment_len, h.stride,
+                                                h.max_segments, tokenizer.cls_id,
+                                                tokenizer.sep_id)
+            grid = np.full((len(segs), max(len(x) for x in segs)), -1, dtype=np.int32)
+            for j, seg in enumerate(segs):
+                grid[j, :len(seg)] = seg
+            out.append(grid)
+            cut += was_cut
+    return out, cut
 
 
 def _pad_targets(targets: Sequence[np.ndarray], width: int) -> torch.Tensor:
@@ -591,9 +629,19 @@ def _meta(kind: str, data: FinetuneDataConfig) -> dict:
 
 
 def build_classification(s: Setup):
+    from lanistr.config import HierarchicalConfig
     from lanistr.nn import LanistrForSequenceClassification
+    from lanistr.nn.hierarchical import LanistrForDocumentClassification
 
     d = s.data
+    model_section = s.run.get("model") or {}
+    hierarchical = model_section.get("long") == "hierarchical"
+    if hierarchical:
+        if d.text_pair_field:
+            raise ConfigError("model.long=hierarchical classifies single documents; "
+                              "remove data.text_pair_field")
+        h = from_dict(HierarchicalConfig, model_section.get("hierarchical") or {},
+                      "model.hierarchical")
     texts, pairs, labels, lines = read_labelled_texts(d.train, d.text_field, d.label_field,
                                                       d.text_pair_field)
     label_set = sorted(set(labels))
@@ -603,22 +651,27 @@ def build_classification(s: Setup):
 
     def encode(path, texts, pairs, labels, lines) -> Encoded:
         y = label_ids(labels, label_set, path, lines, d.train)
+        if hierarchical:
+            ids, cut = encode_segmented(s.tokenizer, texts, h)
+            return Encoded(str(path), lines, ids, None, y, cut)
         ids, types, cut = encode_texts(s.tokenizer, texts, pairs, d.max_len,
                                        truncate=s.truncate, path=path, lines=lines)
         return Encoded(str(path), lines, ids, types, y, cut)
 
     report: dict = {}
+    limit = f"hierarchical.max_segments={h.max_segments}" if hierarchical else d.max_len
     train = encode(d.train, texts, pairs, labels, lines)
-    _report_truncation(train, d.max_len, report)
+    _report_truncation(train, limit, report)
     if d.eval:
         ev = _encode_file(encode, d.eval, d)
-        _report_truncation(ev, d.max_len, report)
+        _report_truncation(ev, limit, report)
     elif d.eval_fraction:
         train, ev = _split_eval(train, d.eval_fraction, s.seed)
     else:
         ev = None
-    model = build_model(LanistrForSequenceClassification, s.init, s.run.get("model") or {},
-                        s.tokenizer, label_set, d.max_len)
+    cls = LanistrForDocumentClassification if hierarchical else LanistrForSequenceClassification
+    model = build_model(cls, s.init, model_section, s.tokenizer, label_set,
+                        h.segment_len if hierarchical else d.max_len)
     task = ClassificationTask(train, ev, label_set, s.tokenizer, s.options,
                               _meta("classify", d), s.eval_batch_size)
     task.truncation = report
@@ -776,6 +829,7 @@ class Predictor:
         self.labels = list(self.model.config.labels)
         arch = self.model.config.architecture
         kinds = {"LanistrForSequenceClassification": "classify",
+                 "LanistrForDocumentClassification": "classify",
                  "LanistrForTokenClassification": "tag"}
         if arch not in kinds or not self.labels:
             raise LanistrError(f"{self.model_dir}: not a fine-tuned classifier or tagger "
@@ -793,7 +847,11 @@ class Predictor:
                  batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, int]:
         """Class probabilities ``(N, K)`` (rows in input order) and the number of texts that
         were cut to ``max_len``."""
-        ids, types, truncated = encode_texts(self.tokenizer, texts, pairs, self.max_len)
+        if self.model.config.long == "hierarchical":
+            ids, truncated = encode_segmented(self.tokenizer, texts, self.model.config.hierarchical)
+            types = None
+        else:
+            ids, types, truncated = encode_texts(self.tokenizer, texts, pairs, self.max_len)
         probs = np.zeros((len(ids), len(self.labels)), dtype=np.float64)
         order = np.argsort([len(x) for x in ids], kind="stable")
         for idx in _batches(order, batch_size, progress, "predict"):
