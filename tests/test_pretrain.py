@@ -19,7 +19,7 @@ def run_config(sets):
 
 
 def test_pretrain_cli_learns_and_writes_a_usable_model(tmp_path):
-    sets = pretrain_sets(tmp_path, max_steps=20, batch_size=8, save_every=10)
+    sets = pretrain_sets(tmp_path, max_steps=20, batch_size=8, save_every=10, eval_at_start="true")
     args = ["pretrain", "--output", str(tmp_path / "run")]
     for s in sets:
         args += ["--set", s]
@@ -27,7 +27,7 @@ def test_pretrain_cli_learns_and_writes_a_usable_model(tmp_path):
     losses = read_metric(tmp_path / "run", "loss")
     assert len(losses) == 20 and sum(losses[-5:]) < sum(losses[:5])
     held = read_metric(tmp_path / "run", "eval_mlm_loss")
-    assert len(held) == 4 and held[-1] < held[0]
+    assert len(held) == 5 and held[-1] < held[0]  # step 0 (untrained) + every 5 steps
     model_dir = tmp_path / "run" / "model"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in model_dir.iterdir()}
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())

@@ -421,6 +421,7 @@ class TrainConfig:
     num_threads: int = 0
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
     eval_batches: int = 0
+    eval_at_start: bool = False  # also evaluate the untrained model (step 0)
     progress: bool = True
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8

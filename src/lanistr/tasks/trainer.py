@@ -249,6 +249,8 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             log.info("global batch = %d per rank x %d ranks x %d accumulation = %d examples",
                      train.batch_size, ctx.world_size, train.grad_accum, self.global_batch)
+        if train.eval_at_start and self.state.step == 0:
+            self._log({"step": 0, **self.evaluate()})  # the curve's starting point
         bar = self._progress()
         start = time.perf_counter()
         window_tokens, window_start = 0, time.perf_counter()
@@ -437,7 +439,7 @@ class Trainer:
             writer = csv.writer(fh)
             if new:
                 writer.writerow(["step", "name", "value"])
-            for k in fields + extra:
+            for k in [f for f in fields if f in row] + extra:
                 writer.writerow([row["step"], k, f"{row[k]:.6g}" if isinstance(row[k], float)
                                  else row[k]])
         if any(k.startswith("eval_") for k in row):
