@@ -240,7 +240,7 @@ def test_sliding_window_backward_passes_gradcheck_with_dropout():
         plan = _Plan.make(11, 2, causal)
 
         def fn(q, k, v, plan=plan):
-            return _BandAttention.apply(q, k, v, plan, ~mask, gpos, 0.3, 1234, False)[0]
+            return _BandAttention.apply(q, k, v, plan, ~mask, gpos, 0.3, 1234, False, 64)[0]
 
         assert torch.autograd.gradcheck(fn, (q, k, v), eps=1e-6, atol=1e-5, fast_mode=True)
 

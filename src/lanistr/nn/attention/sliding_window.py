@@ -139,6 +139,21 @@ class _Plan:
         return ok & (gpos <= qpos) if self.causal else ok
 
 
+class _Workspace:
+    """Per-call scratch buffers reused by every chunk: no allocation (and no fresh pages, no
+    allocator fragmentation) per chunk."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like, self.buffers = like, {}
+
+    def get(self, name: str, shape) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.buffers[name] = self.like.new_empty(n)
+        return buf[:n].view(shape)
+
+
 class _Tiling:
     """Per-call state shared by the forward and backward passes: the chunks (batch row ``bi``,
     heads ``[h0, h1)``, query blocks ``[b0, b1)``, ``plain``) and the score bias of each.
@@ -220,18 +235,22 @@ class _Tiling:
         lo, hi = b0 * self.plan.s, b1 * self.plan.s
         return [g - lo for g in self.glist if lo <= g < hi]
 
-    def tiles(self, x: torch.Tensor, bi, h0, h1, b0, b1, plain) -> torch.Tensor:
-        """(B, H, T, D) -> (h*c, L + G, D): each block's keys (or values), then the globals."""
+    def tiles(self, x: torch.Tensor, bi, h0, h1, b0, b1, plain, out=None,
+              name: str = "tiles") -> torch.Tensor:
+        """(B, H, T, D) -> (h*c, L + G, D): each block's keys (or values), then the globals
+        (written into ``out``, a :class:`_Workspace` buffer, when they must be copied)."""
         p = self.plan
         lo, hi = b0 * p.s - p.span, b1 * p.s + p.span
         part = x[bi, h0:h1, max(lo, 0):min(hi, p.t)]
         if not plain:
             part = F.pad(part, (0, 0, max(0, -lo), max(0, hi - p.t)))
         tiles = part.unfold(1, p.L, p.s).transpose(-1, -2)  # (h, c, L, D), a strided view
+        h, c, _, d = tiles.shape
         if self.glist:
-            glob = x[bi, h0:h1, self.gpos][:, None]  # (h, 1, G, D)
-            tiles = torch.cat([tiles, glob.expand(-1, tiles.shape[1], -1, -1)], 2)
-        return tiles.reshape(-1, tiles.shape[2], x.shape[-1])
+            glob = x[bi, h0:h1, self.gpos][:, None].expand(-1, c, -1, -1)  # (h, c, G, D)
+            dest = None if out is None else out.get(name, (h, c, p.L + len(self.glist), d))
+            tiles = torch.cat([tiles, glob], 2, out=dest)
+        return tiles.reshape(h * c, -1, d)
 
     def fold(self, grad: torch.Tensor, out: torch.Tensor, bi, h0, h1, b0, b1, alpha) -> None:
         """Add (h*c, L + G, D) tile gradients, times ``alpha``, into ``out`` (B, H, T, D)."""
@@ -297,28 +316,29 @@ class _BandAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, plan: _Plan, key_valid, gpos, dropout: float, seed: int,
-                want_weights: bool):
+                want_weights: bool, budget: int):
         b, h, t, d = q.shape
         scale = 1.0 / math.sqrt(d)
-        budget = _CHUNK_SCORES["training" if any(ctx.needs_input_grad[:3]) else "inference"]
         tiling = _Tiling(plan, q, key_valid, gpos, budget)
+        work = _Workspace(q)
         n_glob = len(tiling.glist)
         out = torch.empty(b, h, t, d, dtype=q.dtype, device=q.device)
         wb = q.new_zeros(b, h, t, 2 * plan.w + 1) if want_weights else q.new_empty(0)
         wg = q.new_zeros(b, h, t, n_glob) if want_weights else q.new_empty(0)
         for n, ch in enumerate(tiling.chunks):
             bias, live = tiling.bias(*ch)
-            kt = tiling.tiles(k, *ch)  # (h*c, L + G, D)
-            probs = _softmax_(torch.baddbmm(bias, tiling.rows(q, *ch), kt.transpose(1, 2),
-                                            alpha=scale))  # (h*c, s, L + G)
-            del kt
+            qc = tiling.rows(q, *ch)  # (h*c, s, D)
+            kt = tiling.tiles(k, *ch, out=work)  # (h*c, L + G, D)
+            scores = work.get("scores", (kt.shape[0], plan.s, kt.shape[1]))
+            probs = _softmax_(torch.baddbmm(bias, qc, kt.transpose(1, 2), alpha=scale,
+                                            out=scores))  # (h*c, s, L + G)
             if live is not None:
                 probs.mul_(live)
             if want_weights:
                 _store_weights(wb, wg, probs.masked_fill(bias == tiling.neg, 0.0), plan, *ch)
             if dropout:
                 probs.mul_(_keep_mask(probs.shape, dropout, seed + n, probs))
-            tiling.bmm_rows(probs, tiling.tiles(v, *ch), out, *ch)
+            tiling.bmm_rows(probs, tiling.tiles(v, *ch, out=work), out, *ch)
         wr = q.new_empty(b, h, 0, t)
         if n_glob:  # the global queries' rows replace what the band computed for them
             probs = _global_probs(q, k, gpos, key_valid, plan.causal, scale)  # (B, H, G, T)
@@ -340,6 +360,7 @@ class _BandAttention(torch.autograd.Function):
         b, h, t, d = q.shape
         scale = 1.0 / math.sqrt(d)
         tiling = _Tiling(ctx.plan, q, key_valid, gpos, ctx.budget)
+        work = _Workspace(q)
         dq, dk, dv = (torch.zeros(b, h, t, d, dtype=q.dtype, device=q.device) for _ in range(3))
         for n, ch in enumerate(tiling.chunks):
             bias, live = tiling.bias(*ch)
@@ -348,23 +369,26 @@ class _BandAttention(torch.autograd.Function):
             if glob_rows:  # their band output was replaced: no gradient through the band
                 do = do.clone()
                 do.view(ch[2] - ch[1], -1, d)[:, glob_rows] = 0
-            kt = tiling.tiles(k, *ch)  # (h*c, L + G, D)
-            probs = _softmax_(torch.baddbmm(bias, qc, kt.transpose(1, 2), alpha=scale))
+            kt = tiling.tiles(k, *ch, out=work, name="k")  # (h*c, L + G, D)
+            vt = tiling.tiles(v, *ch, out=work, name="v")
+            shape = (kt.shape[0], ctx.plan.s, kt.shape[1])  # (h*c, s, L + G)
+            probs = _softmax_(torch.baddbmm(bias, qc, kt.transpose(1, 2), alpha=scale,
+                                            out=work.get("probs", shape)))
             if live is not None:
                 probs.mul_(live)
-            vt = tiling.tiles(v, *ch)
-            dprobs = torch.bmm(do, vt.transpose(1, 2))  # (h*c, s, L + G)
-            del vt
+            dprobs = torch.bmm(do, vt.transpose(1, 2), out=work.get("dprobs", shape))
+            tile_grad = work.get("tile_grad", kt.shape)
             if ctx.dropout:
                 keep = _keep_mask(probs.shape, ctx.dropout, ctx.seed + n, probs)
                 dprobs.mul_(keep)
-                tiling.fold(torch.bmm((probs * keep).transpose(1, 2), do), dv, *ch[:5], 1.0)
+                torch.bmm((probs * keep).transpose(1, 2), do, out=tile_grad)
             else:
-                tiling.fold(torch.bmm(probs.transpose(1, 2), do), dv, *ch[:5], 1.0)
-            dscores = torch._softmax_backward_data(dprobs, probs, -1, probs.dtype)
-            del probs, dprobs
+                torch.bmm(probs.transpose(1, 2), do, out=tile_grad)
+            tiling.fold(tile_grad, dv, *ch[:5], 1.0)
+            dscores = torch.ops.aten._softmax_backward_data.out(
+                dprobs, probs, -1, probs.dtype, grad_input=work.get("dscores", shape))
             tiling.bmm_rows(dscores, kt, dq, *ch)
-            tiling.fold(torch.bmm(dscores.transpose(1, 2), qc), dk, *ch[:5], scale)
+            tiling.fold(torch.bmm(dscores.transpose(1, 2), qc, out=tile_grad), dk, *ch[:5], scale)
         if len(tiling.glist):
             g = len(tiling.glist)
             probs = _global_probs(q, k, gpos, key_valid, ctx.plan.causal, scale)  # (B, H, G, T)
@@ -382,7 +406,7 @@ class _BandAttention(torch.autograd.Function):
             dk.view(b * h, t, d).baddbmm_(dscores.reshape(b * h, g, t).transpose(1, 2),
                                          q[:, :, gpos].reshape(b * h, g, d), alpha=scale)
             dq[:, :, gpos] += torch.matmul(dscores, k)
-        return dq.mul_(scale), dk, dv, None, None, None, None, None, None
+        return dq.mul_(scale), dk, dv, None, None, None, None, None, None, None
 
 
 def _store_weights(wb, wg, probs, plan: _Plan, bi, h0, h1, b0, b1, plain) -> None:
@@ -414,7 +438,9 @@ class SlidingWindowAttention(AttentionBackend):
         key_valid = None if key_padding_mask is None else ~key_padding_mask
         p = self.dropout if self.training else 0.0
         seed = int(torch.randint(0, 2**62, (1,))) if p else 0
+        grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+        budget = _CHUNK_SCORES["training" if grad else "inference"]
         out, wb, wg, wr = _BandAttention.apply(q, k, v, plan, key_valid, gpos, p, seed,
-                                               need_weights)
+                                               need_weights, budget)
         weights = SlidingWindowWeights(wb, plan.w, gpos, wg, wr) if need_weights else None
         return out, weights
