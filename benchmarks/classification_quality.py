@@ -60,22 +60,28 @@ def parse_args(argv=None):
     p.add_argument("--sotu-model", default=str(ROOT / "runs" / "sotu-mini" / "model"),
                    help="the SOTU-pretrained mini checkpoint (default: runs/sotu-mini/model)")
     p.add_argument("--minilm", help="a converted MiniLM dir (default: convert into --work)")
-    p.add_argument("--minutes-scratch", type=float, default=4.0, help="budget per dataset")
-    p.add_argument("--minutes-sotu", type=float, default=4.0, help="budget per dataset")
-    p.add_argument("--minutes-minilm", type=float, default=10.0, help="budget per dataset")
-    p.add_argument("--scale", nargs="*", default=["20newsgroups=2.5"], metavar="DATASET=FACTOR",
-                   help="multiply the lanistr budgets of a dataset (default: 20newsgroups=2.5, "
+    p.add_argument("--minutes-scratch", type=float, default=6.0, help="budget per dataset")
+    p.add_argument("--minutes-sotu", type=float, default=6.0, help="budget per dataset")
+    p.add_argument("--minutes-minilm", type=float, default=12.0, help="budget per dataset")
+    p.add_argument("--scale", nargs="*", default=["20newsgroups=2"], metavar="DATASET=FACTOR",
+                   help="multiply the lanistr budgets of a dataset (default: 20newsgroups=2, "
                         "it has 11k training documents and 20 classes)")
     p.add_argument("--epochs", type=float, default=3.0, help="at most this many epochs")
     p.add_argument("--max-len", type=int, default=128, help="classification max_len (tokens)")
     p.add_argument("--tag-max-len", type=int, default=128, help="tagging max_len")
-    p.add_argument("--test-max", type=int, default=1000,
+    p.add_argument("--test-max", type=int, default=600,
                    help="test examples (sentences for Brown) per dataset, seeded subsample")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per run (default: 1 or all cores, whichever the "
                         "calibration finds faster; on a busy machine 1 often wins by far)")
     p.add_argument("--work", default="/tmp/lanistr-quality", help="runs, subsamples, tokenizers")
     p.add_argument("--output", default=str(_common.RESULTS / "classification_quality.md"))
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore the results already in OUTPUT.json (default: keep them and run "
+                        "only the missing dataset/system pairs)")
+    p.add_argument("--redo", nargs="*", default=[], metavar="DATASET/SYSTEM",
+                   help="run these pairs again even if OUTPUT.json has them")
+    p.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     return p.parse_args(argv)
 
 
@@ -249,13 +255,13 @@ def lanistr_run(system: str, kind: str, train: Path, args, work: Path, minilm: P
             train_tokenizer([train_texts_file(kind, train, work)], 8000, tok)
         run.update(init="scratch", model={"preset": "mini", **model})
         run["data"]["tokenizer"] = str(tok)
-        run["train"]["lr"] = 5e-4
+        run["train"]["lr"] = 1e-3  # a few hundred steps at most: a high rate, linear decay
         minutes = args.minutes_scratch
     elif system == "lanistr-sotu":
         if not (Path(args.sotu_model) / "config.json").is_file():
             return None, f"{args.sotu_model} not found"
         run.update(init=str(sotu_checkpoint(Path(args.sotu_model), work)), model=dict(model))
-        run["train"]["lr"] = 3e-4
+        run["train"]["lr"] = 3e-4  # 1e-3 made this checkpoint collapse to one class on spam
         minutes = args.minutes_sotu
     else:
         if minilm is None:
@@ -298,7 +304,11 @@ def run_lanistr(system, name, kind, train, test, args, work, minilm) -> dict:
     if args.threads:
         threads, step_s = args.threads, calibrate(run, args.threads)
     else:
-        timed = {n: calibrate(run, n) for n in sorted({1, os.cpu_count() or 1})}
+        cores = os.cpu_count() or 1
+        busy = _common.load_average()[:1] or [0.0]
+        # Several threads only pay when the other cores are idle: calibrate both then.
+        candidates = sorted({1, cores}) if busy[0] < 0.5 else [1]
+        timed = {n: calibrate(run, n) for n in candidates}
         threads = min(timed, key=timed.get)
         step_s = timed[threads]
     run["train"]["num_threads"] = threads
@@ -327,6 +337,7 @@ def run_lanistr(system, name, kind, train, test, args, work, minilm) -> dict:
     f1 = m["macro_f1"] if kind == "classify" else m["tag_macro_f1"]
     return {"system": system, "name": system, "accuracy": acc, "macro_f1": f1,
             "train_s": train_s, "eval_s": eval_s, "steps": steps, "threads": threads,
+            "lr": run["train"]["lr"], "budget_min": minutes,
             "epochs": steps / plan["steps_per_epoch"], **plan, "metrics": m,
             "stop": proc.stdout.strip().splitlines()[-2] if proc.stdout.strip() else ""}
 
@@ -348,7 +359,7 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
              f"Run {meta['started']} - {time.strftime('%Y-%m-%d %H:%M')} on "
              f"{meta['machine']['processor']} ({meta['machine']['cpu_count']} CPUs, shared), "
              f"torch {meta['machine']['torch']}, threads per run: "
-             f"{meta['threads'] or '1 or 2, the faster in a calibration'}; load "
+             f"{meta['threads'] or '1 (or all cores when idle and faster in a calibration)'}; load "
              f"average at start {meta['load_start']}.", "",
              f"Budgets per dataset: scratch {meta['budgets']['lanistr-scratch']:g} min, sotu "
              f"{meta['budgets']['lanistr-sotu']:g} min, MiniLM "
@@ -383,8 +394,14 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
                                            for n in results)]
     if meta.get("sotu_note"):
         lines += ["", meta["sotu_note"]]
+    settings = sorted({(r["system"], r["lr"], r["budget_min"], name) for name, rows in
+                       results.items() for r in rows if "lr" in r})
+    if settings:
+        lines += ["", "Learning rate and budget of each lanistr run: " + "; ".join(
+            f"{d} / {s}: lr {lr:g}, {b:g} min" for s, lr, b, d in settings) + "."]
+    notes += meta.get("notes", [])
     if notes:
-        lines += ["", "Misses and skips:", ""] + [f"- {n}" for n in notes]
+        lines += ["", "Misses, skips and notes:", ""] + [f"- {n}" for n in notes]
     lines += ["", "Reproduce: `lanistr data fetch spamassassin 20newsgroups reuters-r8 brown`, "
               "then `python benchmarks/classification_quality.py` (see --help for budgets).", ""]
     write_text(path, "\n".join(lines))
@@ -426,7 +443,16 @@ def main(argv=None) -> int:
         meta["sotu_note"] = (f"lanistr-sotu starts from `{args.sotu_model}`"
                              + (f" (its pretraining log ends: `{' / '.join(last)}`)."
                                 if last else "."))
-    results: dict[str, list] = {}
+    json_path = Path(args.output).with_suffix(".json")
+    previous: dict = {}
+    if json_path.is_file() and not args.fresh:
+        old = json.loads(json_path.read_text(encoding="utf-8"))
+        previous = old.get("results", {})
+        meta["datasets"] = old.get("meta", {}).get("datasets", {})
+        meta["notes"] = old.get("meta", {}).get("notes", [])
+        meta["started"] = old.get("meta", {}).get("started", meta["started"])
+    meta["notes"] = meta.get("notes", []) + args.note
+    results: dict[str, list] = {n: list(rows) for n, rows in previous.items()}
     for name in args.datasets:
         kind, train_name, test_name, note = DATASETS[name]
         try:
@@ -437,9 +463,14 @@ def main(argv=None) -> int:
         train = root / train_name
         test, kept, total = subsample_test(name, kind, root / test_name, args.test_max, work)
         meta["datasets"][name] = {"note": note, "test_kept": kept, "test_total": total}
-        results[name] = []
+        results.setdefault(name, [])
         print(f"{name}: test subsample {kept} of {total}", flush=True)
         for system in args.systems:
+            done = [r for r in results[name] if r["system"] == system and "skipped" not in r]
+            if done and f"{name}/{system}" not in args.redo:
+                print(f"  {system}: kept from {json_path.name}", flush=True)
+                continue
+            results[name] = [r for r in results[name] if r["system"] != system]
             t = time.perf_counter()
             if system == "baseline":
                 row = baseline(kind, train, test)
@@ -452,11 +483,12 @@ def main(argv=None) -> int:
             shown = (f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}"
                      if "accuracy" in row else f"skipped: {row['skipped']}")
             print(f"  {system}: {shown} ({time.perf_counter() - t:.0f} s)", flush=True)
+            results[name].sort(key=lambda r: SYSTEMS.index(r["system"]))
             write_report(Path(args.output), results, meta)
             _common.write_json("classification_quality", {
                 "meta": meta, "results": {n: [{k: v for k, v in r.items() if k != "metrics"}
                                               for r in rows] for n, rows in results.items()}},
-                Path(args.output).with_suffix(".json"))
+                json_path)
     print(Path(args.output).read_text(encoding="utf-8"))
     return 0
 
