@@ -436,3 +436,52 @@ def test_gradual_unfreezing_opens_layers_from_the_top(tmp_path, init):
                              for n in trainable)
     sched.apply(9)
     assert all(p.requires_grad for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- cross-domain splits
+
+
+def test_cross_domain_splits_keep_target_labels_out_of_training(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "make_domain_splits", Path(__file__).resolve().parents[1] / "scripts" / "make_domain_splits.py")
+    splits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(splits)
+
+    news = tmp_path / "20ng"
+    news.mkdir()
+    groups = [g for t in splits.NEWSGROUP_TASKS.values() for d in ("source", "target") for g in t[d]]
+    for part, n in (("train", 6), ("test", 4)):
+        with (news / f"{part}.jsonl").open("w") as fh:
+            for g in groups:
+                for i in range(n):
+                    fh.write(json.dumps({"text": f"{part} {g} text {i}", "label": g}) + "\n")
+    info = splits.newsgroup_split("comp_rec", news, tmp_path / "cr", 3, 2)
+    assert info["counts"] == {"source_train": 12, "target_unlabelled": 12, "target_test": 8,
+                              "source_test": 8}
+    rows = {k: [json.loads(x) for x in (tmp_path / "cr" / f"{k}.jsonl").read_text().splitlines()]
+            for k in info["counts"]}
+    assert all("label" not in r for r in rows["target_unlabelled"])
+    assert {r["label"] for r in rows["source_train"]} == {"comp", "rec"}
+    spec_cr = splits.NEWSGROUP_TASKS["comp_rec"]
+    assert {r["group"] for r in rows["target_test"]} == set(spec_cr["target"])
+    assert all(r["text"].startswith("train") for r in rows["target_unlabelled"])
+    assert all(r["text"].startswith("test") for r in rows["target_test"])
+
+    brown = tmp_path / "brown" / "genres"
+    brown.mkdir(parents=True)
+    for genre in splits.BROWN_SOURCE + splits.BROWN_TARGET:
+        docs = [f"# doc: {genre}{d} genre: {genre}\n" + "".join(
+            f"{genre}{d}w{s}\tNOUN\nran\tVERB\n\n" for s in range(3)) for d in range(4)]
+        (brown / f"{genre}.conll").write_text("".join(docs))
+    info = splits.brown_split(tmp_path / "brown", tmp_path / "b", 0, 0)
+    from lanistr.data.readers import read_conll
+
+    read = {k: read_conll(tmp_path / "b" / f"{k}.conll") for k in info["counts"]}
+    assert all(set(s.tags) == {"_"} for s in read["target_unlabelled"])
+    docs = {k: {s.words[0].rsplit("w", 1)[0] for s in v} for k, v in read.items()}
+    assert not docs["target_unlabelled"] & docs["target_test"]  # split by document
+    assert not docs["source_train"] & docs["source_test"]
+    assert all(d.startswith(tuple(splits.BROWN_TARGET)) for d in docs["target_test"])
