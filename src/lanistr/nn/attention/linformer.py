@@ -10,7 +10,9 @@ positions).
 
 ``E`` and ``F`` start as segment means: projected row ``j`` averages the keys of positions
 ``[j*max_len/k, (j+1)*max_len/k)``, a local pooling that is a sensible attention before any
-training. Switching a checkpoint trained with another backend to Linformer adds ``E``/``F``
+training. For inputs much shorter than ``max_len`` the rows of empty segments are zero keys and
+values that still take softmax mass (as in the original Linformer, trained at full length).
+Switching a checkpoint trained with another backend to Linformer adds ``E``/``F``
 (``...backend.E``, ``...backend.F``) as new parameters with this initialisation; the
 checkpoint loader keeps them fresh and says so.
 """
