@@ -208,3 +208,31 @@ def bert_pair(kind: str, *, dropout: float = 0.1, seed: int = 0):
     if fresh:
         raise RuntimeError(f"weights not copied from transformers: {fresh}")
     return hf, ours, hf.config._attn_implementation
+
+
+WHAT_IF_ARGS = {"heap": ["--malloc", "heap"], "fused": ["--adamw", "fused"],
+                "cpu1": ["--threads", "1", "--clock", "cpu"]}
+
+
+def what_if_args(name: str) -> list[str]:
+    """Command-line arguments of a what-if variant: names from WHAT_IF_ARGS joined by '+'."""
+    out = []
+    for part in name.split("+"):
+        if part not in WHAT_IF_ARGS:
+            raise SystemExit(f"--what-if {name}: unknown part {part!r} "
+                             f"(choose from {', '.join(WHAT_IF_ARGS)}, joined by +)")
+        out += WHAT_IF_ARGS[part]
+    return out
+
+
+def rerun(script: str, argv: list[str]) -> dict:
+    """Run a benchmark script in a fresh process with ``argv``; return its JSON result."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        subprocess.run([sys.executable, script, *argv, "--out", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text(encoding="utf-8"))

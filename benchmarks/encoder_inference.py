@@ -46,6 +46,8 @@ def make_batch(case: str, batch: int, max_len: int, seed: int):
 def run(args) -> dict:
     import torch
 
+    for name in args.what_if:
+        _common.what_if_args(name)  # fail early on a bad name
     threads = _common.setup_torch(args.threads)
     clock = _common.pick_clock(args.clock, threads)
     load_before = _common.load_average()
@@ -98,6 +100,18 @@ def run(args) -> dict:
               f"lanistr {tps['lanistr']:,.0f} tok/s -> {ratio:.2f}x "
               f"(target {TARGETS[case]}x); max |diff| {diff:.2e}")
     result["load_average_after"] = _common.load_average()
+    for name in args.what_if:
+        same = ["--threads", str(args.threads), "--batch", str(args.batch),
+                "--max-len", str(args.max_len), "--repeats", str(args.repeats),
+                "--warmup", str(args.warmup), "--cases", *args.cases, "--seed", str(args.seed),
+                "--clock", args.clock]
+        child = _common.rerun(__file__, same + _common.what_if_args(name))
+        result.setdefault("what_if", {})[name] = {
+            k: child[k] for k in ("threads", "clock", "load_average_before",
+                                  "load_average_after", "cases")}
+        for case, c in child["cases"].items():
+            print(f"what if {name} ({child['threads']} threads, {child['clock']} clock): case "
+                  f"{case} {c['ratio_lanistr_over_hf']:.2f}x")
     path = _common.write_json("encoder_inference", result, args.out)
     print(f"threads {threads}, load average before {load_before} after "
           f"{result['load_average_after']}; wrote {path}")
@@ -115,6 +129,9 @@ def main(argv=None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall time (default) or, with --threads 1, process CPU time: a "
                         "diagnostic that a busy shared machine barely disturbs")
+    p.add_argument("--what-if", nargs="*", default=[], metavar="VARIANT",
+                   help="also measure these variants in fresh processes (JSON: what_if); "
+                        "cpu1 = 1 thread timed with CPU time, steady on a busy machine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON path (default benchmarks/results/encoder_inference.json)")
     run(p.parse_args(argv))

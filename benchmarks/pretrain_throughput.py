@@ -85,6 +85,8 @@ def run(args) -> dict:
     import torch
     import torch.nn.functional as F
 
+    for name in args.what_if:
+        _common.what_if_args(name)  # fail early on a bad name
     if args.malloc == "heap" and not _common.malloc_keep_heap():
         raise SystemExit("--malloc heap needs glibc (Linux)")
     threads = _common.setup_torch(args.threads)
@@ -173,7 +175,7 @@ def run(args) -> dict:
     if args.compile:
         result["ratio_compiled_over_hf"] = tps["lanistr_compiled"] / tps["transformers"]
     for name in args.what_if:
-        result.setdefault("what_if", {})[name] = what_if(args, WHAT_IF[name])
+        result.setdefault("what_if", {})[name] = what_if(args, name)
     path = _common.write_json("pretrain_throughput", result, args.out)
     for k in times:
         print(f"{k:>17}: {med[k]:.3f} s/step, {tps[k]:,.0f} tokens/s, MFU {mfu[k]:.1%}")
@@ -184,7 +186,8 @@ def run(args) -> dict:
         print(f"torch.compile: first step {compile_info['first_step_s']:.1f} s, compiled / "
               f"transformers = {result['ratio_compiled_over_hf']:.2f}x")
     for name, w in result.get("what_if", {}).items():
-        print(f"what if {name} (both models): lanistr / transformers = "
+        print(f"what if {name} (both models, {w['threads']} threads, {w['clock']} clock): "
+              f"lanistr / transformers = "
               f"{w['ratio_lanistr_over_hf']:.2f}x, lanistr {w['tokens_per_s']['lanistr']:,.0f} "
               f"tokens/s, MFU {w['mfu']['lanistr']:.1%}")
     print(f"threads {threads}, load average before {load_before} after "
@@ -192,27 +195,17 @@ def run(args) -> dict:
     return result
 
 
-WHAT_IF = {"heap": ["--malloc", "heap"], "fused": ["--adamw", "fused"],
-           "heap+fused": ["--malloc", "heap", "--adamw", "fused"]}
-
-
-def what_if(args, extra: list[str]) -> dict:
-    """The same measurement in a fresh process with other settings (allocator, AdamW)."""
-    import json
-    import subprocess
-    import tempfile
-
+def what_if(args, name: str) -> dict:
+    """The same measurement in a fresh process with other settings (see _common.WHAT_IF_ARGS:
+    heap = glibc allocator keeps big tensors, fused = fused AdamW, cpu1 = 1 thread, CPU clock)."""
     same = ["--threads", str(args.threads), "--batch", str(args.batch), "--seq", str(args.seq),
             "--mask-prob", str(args.mask_prob), "--dropout", str(args.dropout),
             "--lr", str(args.lr), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-            "--clock", args.clock, "--seed", str(args.seed)]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "what_if.json"
-        subprocess.run([sys.executable, __file__, *same, *extra, "--out", str(out)], check=True,
-                       stdout=subprocess.DEVNULL)
-        child = json.loads(out.read_text(encoding="utf-8"))
-    keys = ("adamw", "malloc", "tokens_per_s", "mfu", "ratio_lanistr_over_hf", "time_s",
-            "load_average_before", "load_average_after", "raw_times_s")
+            "--clock", args.clock, "--seed", str(args.seed), "--malloc", args.malloc,
+            "--adamw", args.adamw]
+    child = _common.rerun(__file__, same + _common.what_if_args(name))
+    keys = ("threads", "clock", "adamw", "malloc", "tokens_per_s", "mfu", "ratio_lanistr_over_hf",
+            "time_s", "load_average_before", "load_average_after", "raw_times_s")
     return {**{k: child[k] for k in keys}, "matmul_peak_flops": child["matmul_peak"]["flops"]}
 
 
@@ -229,9 +222,11 @@ def main(argv=None) -> int:
     p.add_argument("--malloc", choices=["default", "heap"], default="default",
                    help="heap: glibc keeps big tensors in its heap instead of mapping fresh "
                         "pages per allocation (what-if; helps both models, HF more)")
-    p.add_argument("--what-if", nargs="*", default=[], choices=list(WHAT_IF),
-                   help="also measure these settings (each in a fresh process) and add them "
-                        "to the JSON under what_if: heap, fused, heap+fused")
+    p.add_argument("--what-if", nargs="*", default=[], metavar="VARIANT",
+                   help="also measure these variants (each in a fresh process) and add them to "
+                        "the JSON under what_if: heap (glibc keeps big tensors in its heap), "
+                        "fused (fused AdamW), cpu1 (1 thread, CPU-time clock), or several "
+                        "joined by + (e.g. heap+fused)")
     p.add_argument("--repeats", type=int, default=8, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     p.add_argument("--compile", action="store_true",
