@@ -134,11 +134,17 @@ def train_summary(run_dir: Path) -> dict:
             rows.setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
     evals = {s: r for s, r in rows.items() if "eval_bleu" in r}
     best = max(evals, key=lambda s: evals[s]["eval_bleu"]) if evals else None
-    log = (run_dir / "train.log").read_text(encoding="utf-8").splitlines()
-    stamps = [time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) for line in log
-              if line[:4].isdigit()]
+    seconds, start = 0.0, None  # summed over the training sessions (a resume starts one)
+    for line in (run_dir / "train.log").read_text(encoding="utf-8").splitlines():
+        if not line[:4].isdigit():
+            continue
+        stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+        if "global batch" in line:
+            start = stamp
+        elif "finished after" in line and start is not None:
+            seconds, start = seconds + stamp - start, None
     return {"steps": max(rows) if rows else 0, "best_step": best,
-            "dev": evals.get(best, {}), "minutes": (stamps[-1] - stamps[0]) / 60 if stamps else 0,
+            "dev": evals.get(best, {}), "minutes": seconds / 60,
             "final_loss": rows[max(rows)].get("loss") if rows else None}
 
 
@@ -172,6 +178,10 @@ def report(args) -> int:
             notes.append(f"- {label}: no trained model in {model_dir} (encoder checkpoint "
                          f"{ENCODERS[name]['init']} absent or training not run); skipped.")
             continue
+        summary = train_summary(run_dir(name, copy))
+        if not copy and not args.plain_test:
+            rows.append((f"{label} (dev only)", None, None, summary, None))
+            continue
         predictor = Seq2SeqPredictor(model_dir)
         for beams in args.beams:
             start = time.perf_counter()
@@ -179,7 +189,7 @@ def report(args) -> int:
             seconds = time.perf_counter() - start
             metrics = generation_metrics(predictions, refs)
             rows.append((f"{label}, {'greedy' if beams == 1 else f'beam {beams}'}", metrics,
-                         None, train_summary(run_dir(name, copy)), seconds))
+                         None, summary, seconds))
             if beams == args.beams[0]:
                 examples = [(s, p, r) for s, p, r in zip(sources, predictions, refs)][:6]
                 notes.append(f"- {label}: sample outputs (source / output / reference):")
@@ -202,20 +212,23 @@ def render(rows, notes, n_sample: int, n_test: int, args) -> str:
         "Exact match and token F1 compare whitespace tokens as they are (case and punctuation "
         "count); BLEU is corpus BLEU with sacrebleu's defaults (13a, case-sensitive).",
         "",
-        "| system | exact match | token F1 | BLEU | full test (EM / BLEU) | training | "
-        "best dev BLEU | generation s |",
+        "| system | exact match | token F1 | BLEU | full test: EM / BLEU | training | "
+        "best dev: EM / BLEU (step) | generation s |",
         "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for name, m, full, summary, seconds in rows:
+        test_s = (f"{m['exact_match']:.3f} | {m['token_f1']:.3f} | {m['bleu']:.1f}" if m
+                  else "- | - | -")
         full_s = f"{full['exact_match']:.3f} / {full['bleu']:.1f}" if full else "-"
         if summary:
+            dev = summary["dev"]
             train_s = f"{summary['steps']} steps, {summary['minutes']:.0f} min"
-            dev_s = f"{summary['dev'].get('eval_bleu', float('nan')):.1f} (step {summary['best_step']})"
+            dev_s = (f"{dev.get('eval_exact_match', float('nan')):.3f} / "
+                     f"{dev.get('eval_bleu', float('nan')):.1f} ({summary['best_step']})")
         else:
             train_s, dev_s = "-", "-"
         gen_s = f"{seconds:.0f}" if seconds is not None else "-"
-        lines.append(f"| {name} | {m['exact_match']:.3f} | {m['token_f1']:.3f} | "
-                     f"{m['bleu']:.1f} | {full_s} | {train_s} | {dev_s} | {gen_s} |")
+        lines.append(f"| {name} | {test_s} | {full_s} | {train_s} | {dev_s} | {gen_s} |")
     lines += ["", "Notes:", ""] + notes + [""]
     return "\n".join(lines)
 
@@ -235,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--test-pairs", type=int, default=1000)
     r.add_argument("--beams", type=int, nargs="+", default=[1])
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--plain-test", action="store_true",
+                   help="also run the models without the copy mechanism on the test pairs "
+                        "(default: report their dev scores from training only)")
     r.set_defaults(func=report)
     args = parser.parse_args(argv)
     return args.func(args)
