@@ -114,6 +114,23 @@ class Bench:
                               "format); the benchmark used a copy with `\"long\": \"none\"`")
         return copy
 
+    def feature_cosine(self, model: Path, n: int = 40) -> float:
+        """Mean pairwise cosine similarity of the mean-pooled features of ``n`` comp_rec
+        source texts: close to 1 when the encoder maps every text to the same vector."""
+        import torch
+
+        from lanistr.data.tokenizer import Tokenizer
+        from lanistr.nn import LanistrModel
+        from lanistr.tasks.adapt import pooled_features, read_domain_texts
+
+        torch.set_num_threads(1)
+        texts = read_domain_texts(self.splits / "comp_rec" / "source_train.jsonl")[:n]
+        encoder = LanistrModel.from_pretrained(model, pooling="mean", use_pooler=False)
+        f = torch.nn.functional.normalize(
+            pooled_features(encoder, Tokenizer.from_pretrained(model), texts, 128), dim=1)
+        cos = f @ f.T
+        return float(cos[~torch.eye(len(f), dtype=torch.bool)].mean())
+
     # -- the steps -------------------------------------------------------------------------
 
     def probe(self, task: str, init: str, model: Path, name: str) -> dict:
@@ -209,6 +226,8 @@ class Bench:
             (self.splits / "split_done").write_text("ok\n")
         inits = {"minilm": Path(self.args.minilm).resolve(),
                  "own": self.readable_copy(Path(self.args.own).resolve())}
+        self.results["_diagnostics"] = {"cosine": {
+            name: self.feature_cosine(inits[name]) for name in self.args.inits}}
         for task in self.args.tasks:
             for name in self.args.inits:
                 model = inits[name]
@@ -294,6 +313,8 @@ class Bench:
         metric_name = {"comp_rec": "accuracy", "sci_talk": "accuracy",
                        "brown_news_fiction": "token accuracy"}
         for task, by_init in info["results"].items():
+            if task.startswith("_"):
+                continue
             lines += [f"## {task} (target-test {metric_name.get(task, 'score')})", "",
                       "| system | " + " | ".join(INIT_NAMES[i] for i in by_init) + " |",
                       "|---|" + "---|" * len(by_init)]
@@ -356,14 +377,31 @@ class Bench:
     def notes(self, info: dict) -> list[str]:
         notes = [
             "* Small budgets on a shared CPU: every number is one run (seed 0) with a few "
-            "dozen optimizer steps; target test sets have "
-            f"{4 * self.args.per_group_test} (20NG) examples, so a difference of ~2-3 points "
-            "is within the noise of a single run (binomial standard error ~2.3 points at "
-            "80 % accuracy on 400 examples).",
+            "dozen optimizer steps. The 20NG target test sets have "
+            f"{4 * self.args.per_group_test} examples: the binomial standard error of one "
+            "accuracy is sqrt(p(1-p)/n), e.g. "
+            f"{100 * (0.95 * 0.05 / (4 * self.args.per_group_test)) ** 0.5:.1f} points at 95 % "
+            f"and {100 * (0.8 * 0.2 / (4 * self.args.per_group_test)) ** 0.5:.1f} points at "
+            "80 %, so differences of a point or two between systems are within the noise.",
             "* Wall times per run are in the JSON (`wall_s`); they depend on the load of the "
             "shared machine, not only on the method.",
         ]
         notes += [f"* {fix}." for fix in self.fixes]
+        for init, value in info["results"].get("_diagnostics", {}).get("cosine", {}).items():
+            notes.append(f"* Feature collapse check, {INIT_NAMES[init]}: mean pairwise cosine "
+                         f"similarity of mean-pooled last-layer features of 40 comp_rec source "
+                         f"texts = {value:.4f} (1.0 = every text gets the same vector).")
+        for old in sorted(self.work.glob("*/*/*_v1*/result.json")):
+            r = json.loads(old.read_text())
+            task, init, name = old.parts[-4:-1]
+            notes.append(f"* Superseded run kept for the record: {task}/{init}/{name}: target "
+                         f"{r['metric']} {r['value']:.4f} ({r['steps']} steps). It used the "
+                         "first DANN set-up, where the domain head trained at the encoder's "
+                         "learning rate; its domain loss stayed at ln 2 for all 60 steps (the "
+                         "adversary never learned, so the reversed gradient carried no signal), "
+                         "which is why `dann.domain_lr_scale` (default 10) was added and the "
+                         "DANN runs were redone (the change was made for that training-side "
+                         "reason; the earlier target score is listed here so readers can judge).")
         own = Path(self.args.own) / "config.json"
         if own.is_file():
             log_file = Path(self.args.own).parent / "train.log"
