@@ -369,9 +369,12 @@ def test_balanced_class_weights_weight_the_loss_and_its_count(toy):
 
 
 def test_train_defaults_fill_only_what_the_config_leaves_out():
-    section = ft._train_section({"train": {"lr": 1e-3}}, pretrained=True)
+    from lanistr.tasks.runner import train_section
+
+    section = train_section({"train": {"lr": 1e-3}}, ft.default_train(pretrained=True))
     assert section["lr"] == 1e-3 and section["epochs"] == 3.0 and section["max_steps"] == 0
     assert TrainConfig(**{k: v for k, v in section.items()}).batch_size == 16
+    assert ft.default_train(pretrained=False)["lr"] == ft.LR_SCRATCH
 
 
 # --------------------------------------------------------------------------- loop integration

@@ -35,13 +35,26 @@ def register(sub) -> None:
                    help="recompute the whole prefix at every step (slow; for checking)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per batch")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=_no_grad(run))
+
+
+def _no_grad(fn):
+    """Run a command handler without autograd (and leave the global grad mode alone, so an
+    in-process ``main([...])`` call does not change the caller's state)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(args):
+        import torch
+
+        with torch.no_grad():
+            return fn(args)
+
+    return wrapper
 
 
 def run(args) -> int:
     from pathlib import Path
-
-    import torch
 
     from lanistr.errors import LanistrError
     from lanistr.tasks.seq2seq import Seq2SeqPredictor, read_pairs
@@ -50,7 +63,6 @@ def run(args) -> int:
         raise LanistrError("give source texts as arguments or --input FILE (not both)")
     if args.batch_size < 1:
         raise LanistrError(f"--batch-size={args.batch_size} must be >= 1")
-    torch.set_grad_enabled(False)
     predictor = Seq2SeqPredictor(args.model)
     settings = {"num_beams": args.beams, "max_new_tokens": args.max_new_tokens,
                 "length_penalty": args.length_penalty,
@@ -101,14 +113,13 @@ def _write(path, predictions, records) -> None:
         write_text(path, "".join(p.replace("\n", " ") + "\n" for p in predictions))
 
 
+@_no_grad
 def evaluate(args) -> int:
     """`lanistr evaluate` on a seq2seq model (dispatched from the evaluate command)."""
-    import torch
 
     from lanistr.io import write_json
     from lanistr.tasks.seq2seq import Seq2SeqPredictor
 
-    torch.set_grad_enabled(False)
     predictor = Seq2SeqPredictor(args.model)
     metrics = predictor.evaluate_file(
         args.data, source_field=args.text_field, target_field=args.label_field,

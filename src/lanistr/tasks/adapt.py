@@ -43,15 +43,13 @@ from lanistr.errors import ConfigError, DataError
 from lanistr.io import atomic_path, write_json
 from lanistr.tasks.finetune import (
     IGNORE,
-    LR_PRETRAINED,
-    LR_SCRATCH,
     TASKS,
-    TRAIN_DEFAULTS,
     Encoded,
     FinetuneDataConfig,
     FinetuneOptions,
     FinetuneTask,
     Setup,
+    default_train,
     encode_texts,
     freeze,
     layer_depth,
@@ -661,7 +659,7 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
     best on the source held-out data when there is one, else the last) and, with
     ``data.test`` (labelled *target* test data), ``output_dir/test_metrics.json``."""
     from lanistr.tasks.finetune import Predictor
-    from lanistr.tasks.runner import run_training, start
+    from lanistr.tasks.runner import run_training, start, train_section
 
     output_dir = Path(output_dir)
     kind = run.get("task", "classify")
@@ -674,12 +672,8 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
                           "output's model/) or `scratch` (with a model section and data.tokenizer)")
     if init != "scratch":
         init = str(_path(init))
-    train_section = dict(run.get("train") or {})
-    for key, value in {**TRAIN_DEFAULTS,
-                       "lr": LR_PRETRAINED if init != "scratch" else LR_SCRATCH}.items():
-        train_section.setdefault(key, value)
-    run = {**run, "task": kind, "train": train_section}
-    train = from_dict(TrainConfig, train_section, "train")
+    run = {**run, "task": kind, "train": train_section(run, default_train(init != "scratch"))}
+    train = from_dict(TrainConfig, run["train"], "train")
     data = from_dict(FinetuneDataConfig, run.get("data") or {}, "data")
     options = from_dict(FinetuneOptions, run.get("finetune") or {}, "finetune")
     adapt = from_dict(DannOptions, run.get("dann") or {}, "dann")
@@ -712,11 +706,11 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
     target = encode_target(kind, adapt.target, data, tokenizer, adapt.target_max_examples,
                            train.seed)
     task = DomainAdversarialTask(base_task, target, adapt, train.seed, unfreezing)
-    if "eval_every" not in train_section:
+    if "eval_every" not in run["train"]:
         per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
                                                  * train.grad_accum))
         train = dataclasses.replace(train, eval_every=per_epoch)
-        run["train"] = {**train_section, "eval_every": per_epoch}
+        run["train"] = {**run["train"], "eval_every": per_epoch}
     if ctx.is_main:
         log.info("dann/%s: %d labelled source examples, %d unlabelled target examples; "
                  "domain weight %g, lambda -> %g; model %s, %.2fM parameters", kind,

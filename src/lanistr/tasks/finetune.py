@@ -735,12 +735,10 @@ class FinetuneResult:
     truncated: dict = field(default_factory=dict)  # file -> (truncated, total)
 
 
-def _train_section(run: dict, pretrained: bool) -> dict:
-    section = dict(run.get("train") or {})
-    for key, value in {**TRAIN_DEFAULTS,
-                       "lr": LR_PRETRAINED if pretrained else LR_SCRATCH}.items():
-        section.setdefault(key, value)
-    return section
+def default_train(pretrained: bool, defaults: dict = TRAIN_DEFAULTS,
+                  lr: tuple[float, float] = (LR_PRETRAINED, LR_SCRATCH)) -> dict:
+    """Training defaults of a fine-tuning run: a lower learning rate from a checkpoint."""
+    return {**defaults, "lr": lr[0] if pretrained else lr[1]}
 
 
 def finetune(run: dict, output_dir: str | Path, resume: bool = False,
@@ -748,7 +746,7 @@ def finetune(run: dict, output_dir: str | Path, resume: bool = False,
     """Fine-tune from a run config dict (sections task, init, model, data, finetune, train);
     write ``output_dir/model`` (the best model on the eval set, else the last) and, when
     ``data.test`` is given, ``output_dir/test_metrics.json``."""
-    from lanistr.tasks.runner import run_training, start
+    from lanistr.tasks.runner import run_training, start, train_section
 
     output_dir = Path(output_dir)
     kind = run.get("task", "classify")
@@ -766,7 +764,7 @@ def finetune(run: dict, output_dir: str | Path, resume: bool = False,
                           "data.tokenizer)")
     if init != "scratch":
         init = str(_resolve(init))
-    run = {**run, "task": kind, "train": _train_section(run, init != "scratch")}
+    run = {**run, "task": kind, "train": train_section(run, default_train(init != "scratch"))}
     train = from_dict(TrainConfig, run["train"], "train")
     data = from_dict(FinetuneDataConfig, run.get("data") or {}, "data")
     options = from_dict(FinetuneOptions, run.get("finetune") or {}, "finetune")

@@ -34,6 +34,11 @@ def train_config(data: dict) -> TrainConfig:
     return from_dict(TrainConfig, data.get("train") or {}, "train")
 
 
+def train_section(run: dict, defaults: dict) -> dict:
+    """The run's ``train`` section with a task's defaults filled in where it says nothing."""
+    return {**defaults, **(run.get("train") or {})}
+
+
 @dataclass
 class RunResult:
     output_dir: Path

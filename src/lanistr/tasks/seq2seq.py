@@ -24,9 +24,9 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from lanistr.config import LanistrConfig, TrainConfig, from_dict
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError, DataError, LanistrError
 from lanistr.tasks.trainer import Task
+
+if TYPE_CHECKING:
+    from lanistr.tasks.finetune import FinetuneResult
 
 log = logging.getLogger("lanistr")
 
@@ -377,35 +380,16 @@ def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2
     return model
 
 
-@dataclass
-class Seq2SeqResult:
-    """The same fields as ``lanistr.tasks.finetune.FinetuneResult``."""
-
-    model_dir: Path
-    steps: int
-    stop_reason: str
-    eval_metrics: dict
-    test_metrics: dict | None = None
-    truncated: dict = field(default_factory=dict)  # file -> (truncated, total)
-
-
-def _train_section(run: dict, pretrained: bool) -> dict:
-    section = dict(run.get("train") or {})
-    defaults = {**TRAIN_DEFAULTS, "lr": LR_PRETRAINED if pretrained else LR_SCRATCH}
-    for key, value in defaults.items():
-        section.setdefault(key, value)
-    return section
-
-
 def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
-                     truncate: bool = True) -> Seq2SeqResult:
+                     truncate: bool = True) -> FinetuneResult:
     """Train a seq2seq model from a run config dict (see the module docstring); write
     ``output_dir/model`` (best on the eval set by ``finetune.metric``, else the last) and,
     with ``data.test``, ``output_dir/test_metrics.json``. ``truncate=False`` makes an
     over-long example an error."""
     from lanistr.io import write_json
     from lanistr.nn.decoder import GenerationConfig
-    from lanistr.tasks.runner import run_training, start
+    from lanistr.tasks.finetune import FinetuneResult, default_train  # noqa: F811
+    from lanistr.tasks.runner import run_training, start, train_section
 
     output_dir = Path(output_dir)
     init = run.get("init")
@@ -414,7 +398,8 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
                           "seq2seq model to continue) or `scratch` (with data.tokenizer)")
     if init != "scratch":
         init = str(Path(init).expanduser())
-    run = {**run, "task": "seq2seq", "train": _train_section(run, init != "scratch")}
+    run = {**run, "task": "seq2seq", "train": train_section(
+        run, default_train(init != "scratch", TRAIN_DEFAULTS, (LR_PRETRAINED, LR_SCRATCH)))}
     train = from_dict(TrainConfig, run["train"], "train")
     data = from_dict(Seq2SeqDataConfig, run.get("data") or {}, "data")
     options = from_dict(Seq2SeqOptions, run.get("finetune") or {}, "finetune")
@@ -472,7 +457,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
         predictor = Seq2SeqPredictor(result.model_dir)
         test_metrics = predictor.evaluate_file(data.test, progress=train.progress)
         write_json(output_dir / "test_metrics.json", test_metrics)
-    return Seq2SeqResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
+    return FinetuneResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
                          test_metrics, truncated)
 
 
