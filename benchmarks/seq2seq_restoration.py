@@ -167,7 +167,12 @@ def report(args) -> int:
                      ("rules (capitalise first word and i, final period)", rules)):
         rows.append((name, generation_metrics([fn(s) for s in sources], refs),
                      generation_metrics([fn(p["source"]) for p in test], full_refs), None, None))
-    notes = []
+    notes = [
+        "- Ceiling of the markup targets (encode the reference with the model's tokenizer and "
+        "markers, decode it back; what a perfect model could reach): " + ", ".join(
+            f"{name}: EM {m['exact_match']:.3f} / BLEU {m['bleu']:.1f}"
+            for name, m in codec_ceiling(refs).items()) + ".",
+    ]
     systems = [(name, copy, f"lanistr{' + copy' if copy else ''}, {label}")
                for copy in (True, False)
                for name, label in (("sotu-mini", "own sotu-mini encoder"),
@@ -199,6 +204,23 @@ def report(args) -> int:
     RESULTS.write_text(render(rows, notes, len(pairs), len(test), args), encoding="utf-8")
     print(RESULTS.read_text(encoding="utf-8"))
     return 0
+
+
+def codec_ceiling(refs: list[str]) -> dict[str, dict]:
+    from lanistr.data.tokenizer import Tokenizer
+    from lanistr.tasks.seq2seq import TextCodec, prepare_tokenizer
+    from lanistr.text_metrics import generation_metrics
+
+    out = {}
+    for name, spec in ENCODERS.items():
+        if not (spec["init"] / "tokenizer.json").is_file() and \
+                not (spec["init"] / "vocab.txt").is_file():
+            continue
+        codec = TextCodec(prepare_tokenizer(Tokenizer.from_pretrained(spec["init"]), "markup"),
+                          "markup")
+        decoded = [codec.decode(ids[:95]) for ids in codec.encode(refs)]  # max_target_len 96
+        out[f"{name} tokenizer"] = generation_metrics(decoded, refs)
+    return out
 
 
 def render(rows, notes, n_sample: int, n_test: int, args) -> str:

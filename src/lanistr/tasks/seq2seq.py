@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lanistr.config import LanistrConfig, TrainConfig, from_dict
 from lanistr.data.tokenizer import Tokenizer
@@ -317,11 +316,6 @@ class Seq2SeqTask(Task):
             out.update(finalize_generation({k[4:]: float(v) for k, v in sums.items()
                                             if k.startswith("gen_")}))
         return out
-
-    def param_groups(self, model: nn.Module, train: TrainConfig) -> list[dict]:
-        from lanistr.tasks.trainer import default_param_groups
-
-        return default_param_groups(model, train.weight_decay)
 
     def save_extra(self, directory: Path) -> None:
         from lanistr.io import write_json
