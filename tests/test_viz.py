@@ -477,3 +477,17 @@ def test_cli_long_sliding_window_input_is_drawn_in_blocks(tmp_path):
     _, data = parse_page((out / "attention.html").read_text(encoding="utf-8"))
     assert len(data["tokens"]) == 64 and data["total"] == 302
     assert data["attn"][0][1]["form"] == "band"
+
+
+def test_demo_draws_the_first_spam_mail_of_the_test_file(classifier_dir, tmp_path):
+    from lanistr.commands.demo import _attention_picture
+
+    test = tmp_path / "test.jsonl"
+    test.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in (
+        ("a good film", "ham"), ("the cats sat on the mat", "spam"))) + "\n")
+    files = _attention_picture(classifier_dir, test, tmp_path / "demo" / "attention")
+    assert files == ["attention/heads_L01.png", "attention/rollout.png",
+                     "attention/attention.html"]
+    summary = json.loads((tmp_path / "demo" / "attention" / "summary.json").read_text())
+    assert summary["tokens"][:3] == ["[CLS]", "the", "cats"]  # the spam mail, words merged
+    assert_real_png(tmp_path / "demo" / "attention" / "heads_L01.png")

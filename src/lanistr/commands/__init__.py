@@ -1,1 +1,19 @@
 """CLI command groups; each module exposes ``register(subparsers)``."""
+
+
+def add_run_args(parser, config_help: str, example_override: str,
+                 no_truncate: bool = False) -> None:
+    """The arguments every training command shares: a run config, ``--set`` overrides,
+    the output directory and ``--resume`` (and ``--no-truncate`` where inputs are labelled
+    texts)."""
+    parser.add_argument("--config", help=f"YAML/JSON run config (see {config_help})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. {example_override} (repeatable)")
+    parser.add_argument("--output", required=True,
+                        help="output directory (checkpoints, logs, model)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue exactly from the latest checkpoint in --output")
+    if no_truncate:
+        parser.add_argument("--no-truncate", action="store_true",
+                            help="fail on an example longer than data.max_len instead of "
+                                 "cutting it")

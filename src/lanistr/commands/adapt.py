@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lanistr.commands import add_run_args
+
 DAPT_SECTIONS = {"init", "data", "train", "adapt"}
 DANN_SECTIONS = {"task", "init", "model", "data", "finetune", "dann", "train"}
 
@@ -57,12 +59,7 @@ def _register_dapt(cmds) -> None:
     p.add_argument("--eval", nargs="+", metavar="FILE", help="held-out domain text (data.eval)")
     p.add_argument("--extend-vocab", type=int, metavar="N",
                    help="add the N most frequent missing domain words (adapt.extend_vocab)")
-    p.add_argument("--config", help="YAML/JSON run config (see examples/adapt_dapt.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. train.max_steps=300 (repeatable)")
-    p.add_argument("--output", required=True, help="output directory (checkpoints, logs, model)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in --output")
+    add_run_args(p, "examples/adapt_dapt.yaml", "train.max_steps=300")
     p.set_defaults(func=run_dapt)
 
 
@@ -119,14 +116,7 @@ def _register_dann(cmds) -> None:
         epilog="example: lanistr adapt dann --config examples/adapt_dann_comp_rec.yaml "
                "--output runs/dann",
     )
-    p.add_argument("--config", help="YAML/JSON run config (see examples/adapt_dann_*.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. dann.max_lambda=0.5 (repeatable)")
-    p.add_argument("--output", required=True, help="output directory (checkpoints, logs, model)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in --output")
-    p.add_argument("--no-truncate", action="store_true",
-                   help="fail on an example longer than data.max_len instead of cutting it")
+    add_run_args(p, "examples/adapt_dann_*.yaml", "dann.max_lambda=0.5", no_truncate=True)
     p.set_defaults(func=run_dann)
 
 

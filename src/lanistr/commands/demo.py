@@ -15,7 +15,8 @@ what it does (each step prints what it wrote):
   2. pretrains a small encoder (MLM) on the same text for --pretrain-minutes
   3. fine-tunes it to tell spam from ham (1,200 emails, 2002) for --finetune-minutes at most
   4. evaluates it on 400 later emails (a time split) next to TF-IDF + logistic regression
-  5. writes the checkpoint, metrics, a confusion matrix and loss curves to --output
+  5. draws what the classifier attends to in one test spam mail (PNG + HTML page)
+  6. writes the checkpoint, metrics, confusion matrices and loss curves to --output
 
 files written to --output:
   tokenizer/                the trained tokenizer
@@ -23,6 +24,7 @@ files written to --output:
   finetune/model/           the spam classifier: use it with `lanistr predict`
   results.md, metrics.json  the results table and every number behind it
   confusion_lanistr.png, confusion_tfidf.png, loss_curves.png
+  attention/                heads view of the last layer, rollout, attention.html viewer
 """
 
 # The demo's encoder: smaller than the `mini` preset (hidden 256, 4 layers) so that two minutes
@@ -104,8 +106,10 @@ def run(args) -> int:
     _loss_curves(out / "pretrain", out / "finetune", out / "loss_curves.png")
     pictures = ["confusion_lanistr.png", "confusion_tfidf.png", "loss_curves.png"]
 
-    # Step 5 (reserved): an attention picture of one test email, drawn with lanistr.viz from
-    # tuned.model_dir into out/; append its file name(s) to `pictures` for the summary.
+    _banner(5, "attention: what the classifier looks at in one test email")
+    t = time.perf_counter()
+    pictures += _attention_picture(tuned.model_dir, test, out / "attention")
+    timings["attention"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - start
     _write_results(out, rows, timings, pretrained, tuned)
@@ -184,6 +188,26 @@ def _evaluate(model_dir: Path, train: Path, test: Path, out: Path, timings: dict
         rows.append({"system": "TF-IDF + logistic regression", **_headline(baseline),
                      "train_s": baseline.pop("train_s"), "metrics": baseline})
     return rows
+
+
+def _attention_picture(model_dir: Path, test: Path, output: Path) -> list[str]:
+    """Heads view of the last layer, rollout and the HTML viewer for the first spam mail
+    of the test file, words merged; returns the paths (relative to the demo output)."""
+    from lanistr.commands.visualize import visualize
+    from lanistr.tasks.finetune import read_labelled_texts
+
+    texts, _, labels, _ = read_labelled_texts(test, "text", "label")
+    text = next((t for t, label in zip(texts, labels) if label == "spam"), None)
+    if text is None:
+        print("   (no spam mail in the test file: no attention picture)")
+        return []
+    summary = visualize(model_dir, text, output, layers=["-1"], heads=["0"], words=True,
+                        rollout=True, html=True, max_len=64)
+    pred = summary["prediction"]
+    print(f"   -> {output}/ ({summary['num_tokens']} tokens, predicted {pred['label']} "
+          f"p={pred['probability']:.2f}, {summary['seconds']['total']:.0f} s)")
+    return [f"{output.name}/{name}" for name in summary["files"]
+            if name.startswith(("heads_", "rollout")) or name.endswith(".html")]
 
 
 def _headline(m: dict) -> dict:
@@ -312,4 +336,4 @@ def _summary(out: Path, model_dir: Path, rows, timings, pictures: list[str]) -> 
     print(f"  lanistr evaluate --model {model} --data data/spam_test.jsonl "
           f"--output {shlex.quote(str(out / 'test.json'))}")
     print(f"  lanistr visualize --model {model} --text \"Click here to claim your prize\" "
-          f"--output {shlex.quote(str(out / 'attention'))}")
+          f"--rollout --html --output {shlex.quote(str(out / 'attention-2'))}")

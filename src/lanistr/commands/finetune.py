@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lanistr.commands import add_run_args
+
 SECTIONS = {"task", "init", "model", "data", "finetune", "train"}
 
 
@@ -25,14 +27,7 @@ def register(sub) -> None:
         epilog="example: lanistr finetune --config examples/finetune_spam_minilm.yaml "
                "--output runs/spam",
     )
-    p.add_argument("--config", help="YAML/JSON run config (see examples/finetune_*.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. data.max_len=256 (repeatable)")
-    p.add_argument("--output", required=True, help="output directory (checkpoints, logs, model)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in --output")
-    p.add_argument("--no-truncate", action="store_true",
-                   help="fail on an example longer than data.max_len instead of cutting it")
+    add_run_args(p, "examples/finetune_*.yaml", "data.max_len=256", no_truncate=True)
     p.set_defaults(func=run)
 
 

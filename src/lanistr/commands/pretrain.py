@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lanistr.commands import add_run_args
+
 SECTIONS = {"model", "data", "train", "init"}
 
 
@@ -19,12 +21,7 @@ def register(sub) -> None:
         epilog="example: lanistr pretrain --config examples/pretrain_sotu.yaml "
                "--set train.max_steps=200 --output runs/sotu",
     )
-    p.add_argument("--config", help="YAML/JSON run config (see examples/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. train.lr=3e-4 (repeatable)")
-    p.add_argument("--output", required=True, help="output directory (checkpoints, logs, model)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in --output")
+    add_run_args(p, "examples/", "train.lr=3e-4")
     p.set_defaults(func=run)
 
 

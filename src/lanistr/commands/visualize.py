@@ -116,6 +116,31 @@ def prediction(model, out) -> tuple[str, float] | None:
 
 
 def run(args) -> int:
+    window = parse_window(args.window)
+    if args.max_cells < 2:
+        raise ConfigError(f"--max-cells {args.max_cells} must be >= 2")
+    if args.html_max_tokens < 1:
+        raise ConfigError(f"--html-max-tokens {args.html_max_tokens} must be >= 1")
+    summary = visualize(args.model, args.text, args.output, text_pair=args.text_pair,
+                        tokenizer=args.tokenizer, layers=args.layers, heads=args.heads,
+                        query=args.query_token, words=args.words, rollout=args.rollout,
+                        html=args.html, max_len=args.max_len, window=window,
+                        max_cells=args.max_cells, html_max_tokens=args.html_max_tokens)
+    pred = summary["prediction"]
+    suffix = f" | predicted: {pred['label']} (p={pred['probability']:.2f})" if pred else ""
+    print(f"wrote {len(summary['files'])} files to {args.output} ({summary['num_tokens']} "
+          f"tokens, {summary['seconds']['total']:.1f} s){suffix}")
+    return 0
+
+
+def visualize(model_dir, text: str, output, *, text_pair: str | None = None,
+              tokenizer=None, layers: list[str] | None = None, heads: list[str] | None = None,
+              query: int = 0, words: bool = False, rollout: bool = False, html: bool = False,
+              max_len: int | None = None, window: tuple[int, int] | None = None,
+              max_cells: int = 160, html_max_tokens: int = 256) -> dict:
+    """Draw the attention of the checkpoint in ``model_dir`` on ``text`` into ``output``
+    (the files listed in EPILOG) and return the summary that is also written as
+    ``summary.json``. ``layers``/``heads`` take the CLI forms (``["0,2", "-1"]``)."""
     import torch
 
     from lanistr import viz
@@ -123,21 +148,15 @@ def run(args) -> int:
     from lanistr.io import write_json, write_text
     from lanistr.nn import load_model
 
-    window = parse_window(args.window)
-    if args.max_cells < 2:
-        raise ConfigError(f"--max-cells {args.max_cells} must be >= 2")
-    if args.html_max_tokens < 1:
-        raise ConfigError(f"--html-max-tokens {args.html_max_tokens} must be >= 1")
     started = time.perf_counter()
-    model = load_model(args.model).eval()
+    model = load_model(model_dir).eval()
     config = model.config
-    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
-    max_len = args.max_len or config.max_len
+    tok = Tokenizer.from_pretrained(tokenizer or model_dir)
+    max_len = max_len or config.max_len
     if max_len > config.max_len:
         raise ConfigError(f"--max-len {max_len} is longer than the model's max_len "
-                          f"{config.max_len} ({args.model}/config.json)")
-    batch = tokenizer.encode(args.text, args.text_pair, max_length=max_len, padding=True,
-                             truncation=True)
+                          f"{config.max_len} ({model_dir}/config.json)")
+    batch = tok.encode(text, text_pair, max_length=max_len, padding=True, truncation=True)
     if batch.num_truncated:
         print(f"note: the input was truncated to {max_len} tokens")
     n = int(batch.attention_mask[0].sum())
@@ -147,25 +166,24 @@ def run(args) -> int:
                     output_attentions=True)
     forward_done = time.perf_counter()
     if not out.attentions:
-        raise LanistrError(f"{args.model}: the model returned no attention weights")
-    tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[0, :n])
-    layers = viz.as_layers(out.attentions, 0, n)
+        raise LanistrError(f"{model_dir}: the model returned no attention weights")
+    tokens = tok.convert_ids_to_tokens(batch.input_ids[0, :n])
+    per_layer = viz.as_layers(out.attentions, 0, n)
     unit = "token"
-    if args.words:
+    if words:
         starts, tokens = viz.word_groups(tokens, batch.word_ids[0][:n])
-        layers = [la.aggregate(starts) for la in layers]
+        per_layer = [la.aggregate(starts) for la in per_layer]
         unit = "word"
-    if not 0 <= args.query_token < len(tokens):
-        raise ConfigError(f"--query-token {args.query_token}: the input has {len(tokens)} "
+    if not 0 <= query < len(tokens):
+        raise ConfigError(f"--query-token {query}: the input has {len(tokens)} "
                           f"{unit}s (0..{len(tokens) - 1})")
-    sel_layers = parse_indices(args.layers, len(layers), "layers")
-    sel_heads = parse_indices(args.heads, layers[0].num_heads, "heads")
+    sel_layers = parse_indices(layers, len(per_layer), "layers")
+    sel_heads = parse_indices(heads, per_layer[0].num_heads, "heads")
 
     pred = prediction(model, out)
     suffix = f" | predicted: {pred[0]} (p={pred[1]:.2f})" if pred else ""
-    query = args.query_token
     qname = f"{unit} {query} {tokens[query]!r}"
-    output = Path(args.output)
+    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
 
@@ -173,35 +191,35 @@ def run(args) -> int:
         viz.save_figure(fig, output / name)
         written.append(name)
 
-    common = dict(window=window, max_cells=args.max_cells, unit=unit)
+    common = dict(window=window, max_cells=max_cells, unit=unit)
     for li in sel_layers:
-        save(viz.heads_heatmap(layers, tokens, li, query=query, **common,
+        save(viz.heads_heatmap(per_layer, tokens, li, query=query, **common,
                                title=f"Layer {li}: attention from {qname}{suffix}"),
              f"heads_L{li:02d}.png")
-        for h, fig in viz.attention_heatmaps(layers, tokens, li, sel_heads, **common,
+        for h, fig in viz.attention_heatmaps(per_layer, tokens, li, sel_heads, **common,
                                              title="Layer {layer}, head {head}"
                                              + suffix.replace("{", "{{").replace("}", "}}")):
             save(fig, f"attention_L{li:02d}_H{h:02d}.png")
-    save(viz.attention_grid(layers, tokens, max_cells=args.max_cells, unit=unit,
+    save(viz.attention_grid(per_layer, tokens, max_cells=max_cells, unit=unit,
                             title=f"All layers x heads ({len(tokens)} {unit}s){suffix}"),
          "grid.png")
-    if args.rollout:
-        save(viz.rollout_figure(layers, tokens, query=query, **common,
-                                title=f"Attention rollout ({len(layers)} layers){suffix}"),
+    if rollout:
+        save(viz.rollout_figure(per_layer, tokens, query=query, **common,
+                                title=f"Attention rollout ({len(per_layer)} layers){suffix}"),
              "rollout.png")
-    if args.html:
-        title = f"{Path(args.model).resolve().name}: attention ({len(tokens)} {unit}s){suffix}"
-        notes = [f"Model {args.model} ({config.architecture}, attention backend "
-                 f"{config.attention.backend}, {len(layers)} layers x {layers[0].num_heads} heads)."]
+    if html:
+        title = f"{Path(model_dir).resolve().name}: attention ({len(tokens)} {unit}s){suffix}"
+        notes = [f"Model {model_dir} ({config.architecture}, attention backend "
+                 f"{config.attention.backend}, {len(per_layer)} layers x "
+                 f"{per_layer[0].num_heads} heads)."]
         write_text(output / "attention.html",
-                   viz.render_html(layers, tokens, title=title, query=query,
+                   viz.render_html(per_layer, tokens, title=title, query=query,
                                    rollout=True, window=window,
-                                   max_tokens=args.html_max_tokens, notes=notes))
+                                   max_tokens=html_max_tokens, notes=notes))
         written.append("attention.html")
     done = time.perf_counter()
-    elapsed = done - started
     summary = {
-        "model": str(args.model),
+        "model": str(model_dir),
         "backend": config.attention.backend,
         "unit": unit,
         "num_tokens": n,
@@ -211,8 +229,7 @@ def run(args) -> int:
         "files": written,
         "seconds": {"load": round(loaded - started, 3),
                     "forward": round(forward_done - loaded, 3),
-                    "draw": round(done - forward_done, 3), "total": round(elapsed, 3)},
+                    "draw": round(done - forward_done, 3), "total": round(done - started, 3)},
     }
     write_json(output / "summary.json", summary)
-    print(f"wrote {len(written)} files to {output} ({n} tokens, {elapsed:.1f} s){suffix}")
-    return 0
+    return summary

