@@ -46,10 +46,8 @@ from lanistr.tasks.finetune import (
     TASKS,
     Encoded,
     FinetuneDataConfig,
-    FinetuneOptions,
     FinetuneTask,
     Setup,
-    default_train,
     encode_texts,
     freeze,
     layer_depth,
@@ -658,36 +656,15 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
     data, finetune, dann, train). Writes ``output_dir/model`` (the plain task model: the
     best on the source held-out data when there is one, else the last) and, with
     ``data.test`` (labelled *target* test data), ``output_dir/test_metrics.json``."""
-    from lanistr.tasks.finetune import Predictor
-    from lanistr.tasks.runner import run_training, start, train_section
+    from lanistr.tasks.finetune import Predictor, eval_once_per_epoch, prepare_run
+    from lanistr.tasks.runner import run_training, start
 
     output_dir = Path(output_dir)
-    kind = run.get("task", "classify")
-    if kind not in TASKS:
-        raise ConfigError(f"task={kind!r} is not a fine-tuning task (choose from "
-                          f"{', '.join(TASKS)})")
-    init = run.get("init")
-    if not isinstance(init, str) or not init:
-        raise ConfigError("init: give a checkpoint directory (e.g. a `lanistr adapt dapt` "
-                          "output's model/) or `scratch` (with a model section and data.tokenizer)")
-    if init != "scratch":
-        init = str(_path(init))
-    run = {**run, "task": kind, "train": train_section(run, default_train(init != "scratch"))}
-    train = from_dict(TrainConfig, run["train"], "train")
-    data = from_dict(FinetuneDataConfig, run.get("data") or {}, "data")
-    options = from_dict(FinetuneOptions, run.get("finetune") or {}, "finetune")
+    run, kind, init, train, data, options, tokenizer = prepare_run(
+        run, "e.g. a `lanistr adapt dapt` output's model/", role="source")
     adapt = from_dict(DannOptions, run.get("dann") or {}, "dann")
-    if not data.train:
-        raise ConfigError("data.train: no labelled source-domain training file given")
     if not adapt.target:
         raise ConfigError("dann.target: no unlabelled target-domain training file given")
-    if options.patience and not (data.eval or data.eval_fraction):
-        raise ConfigError("finetune.patience needs held-out source data: set data.eval or "
-                          "data.eval_fraction")
-    source = data.tokenizer or (init if init != "scratch" else None)
-    if source is None:
-        raise ConfigError("init: scratch needs data.tokenizer (a tokenizer directory)")
-    tokenizer = Tokenizer.from_pretrained(_path(source))
 
     ctx = start(train, output_dir)
     if adapt.unfreeze_every and ctx.enabled:
@@ -706,11 +683,7 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
     target = encode_target(kind, adapt.target, data, tokenizer, adapt.target_max_examples,
                            train.seed)
     task = DomainAdversarialTask(base_task, target, adapt, train.seed, unfreezing)
-    if "eval_every" not in run["train"]:
-        per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
-                                                 * train.grad_accum))
-        train = dataclasses.replace(train, eval_every=per_epoch)
-        run["train"] = {**run["train"], "eval_every": per_epoch}
+    train = eval_once_per_epoch(run, train, task, ctx)
     if ctx.is_main:
         log.info("dann/%s: %d labelled source examples, %d unlabelled target examples; "
                  "domain weight %g, lambda -> %g; model %s, %.2fM parameters", kind,

@@ -741,44 +741,66 @@ def default_train(pretrained: bool, defaults: dict = TRAIN_DEFAULTS,
     return {**defaults, "lr": lr[0] if pretrained else lr[1]}
 
 
-def finetune(run: dict, output_dir: str | Path, resume: bool = False,
-             truncate: bool = True) -> FinetuneResult:
-    """Fine-tune from a run config dict (sections task, init, model, data, finetune, train);
-    write ``output_dir/model`` (the best model on the eval set, else the last) and, when
-    ``data.test`` is given, ``output_dir/test_metrics.json``."""
-    from lanistr.tasks.runner import run_training, start, train_section
+def prepare_run(run: dict, init_examples: str, other_tasks: list[str] = (),
+                role: str = "") -> tuple:
+    """Validate the sections of a fine-tuning run (shared by ``finetune`` and ``adapt
+    dann``): ``(run with defaults, task kind, init, TrainConfig, FinetuneDataConfig,
+    FinetuneOptions, Tokenizer)``. ``role`` names the training data in errors ("source")."""
+    from lanistr.tasks.runner import train_section
 
-    output_dir = Path(output_dir)
     kind = run.get("task", "classify")
-    if kind == "seq2seq":  # its own data/finetune sections and model: lanistr.tasks.seq2seq
-        from lanistr.tasks.seq2seq import finetune_seq2seq
-
-        return finetune_seq2seq(run, output_dir, resume=resume, truncate=truncate)
     if kind not in TASKS:
         raise ConfigError(f"task={kind!r} is not a fine-tuning task (choose from "
-                          f"{', '.join([*TASKS, 'seq2seq'])})")
+                          f"{', '.join([*TASKS, *other_tasks])})")
     init = run.get("init")
     if not isinstance(init, str) or not init:
-        raise ConfigError("init: give a checkpoint directory (a pretraining output's model/, a "
-                          "`lanistr convert-hf` output) or `scratch` (with a model section and "
-                          "data.tokenizer)")
+        raise ConfigError(f"init: give a checkpoint directory ({init_examples}) or `scratch` "
+                          "(with a model section and data.tokenizer)")
     if init != "scratch":
         init = str(_resolve(init))
     run = {**run, "task": kind, "train": train_section(run, default_train(init != "scratch"))}
     train = from_dict(TrainConfig, run["train"], "train")
     data = from_dict(FinetuneDataConfig, run.get("data") or {}, "data")
     options = from_dict(FinetuneOptions, run.get("finetune") or {}, "finetune")
+    held_out = f"held-out {role + ' ' if role else ''}data"
     if not data.train:
-        raise ConfigError("data.train: no training file given")
+        raise ConfigError(f"data.train: no labelled {role + '-domain ' if role else ''}"
+                          "training file given")
     if options.patience and not (data.eval or data.eval_fraction):
-        raise ConfigError("finetune.patience needs held-out data: set data.eval or "
+        raise ConfigError(f"finetune.patience needs {held_out}: set data.eval or "
                           "data.eval_fraction")
     source = data.tokenizer or (init if init != "scratch" else None)
     if source is None:
         raise ConfigError("init: scratch needs data.tokenizer (a tokenizer directory; train one "
                           "with `lanistr tokenizer train`)")
-    tokenizer = Tokenizer.from_pretrained(_resolve(source))
+    return run, kind, init, train, data, options, Tokenizer.from_pretrained(_resolve(source))
 
+
+def eval_once_per_epoch(run: dict, train: TrainConfig, task, ctx) -> TrainConfig:
+    """Where the run config does not set ``train.eval_every``: evaluate once per epoch
+    (the value is also written into ``run`` so that the saved run config says it)."""
+    if "eval_every" in run["train"]:
+        return train
+    per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
+                                             * train.grad_accum))
+    run["train"] = {**run["train"], "eval_every": per_epoch}
+    return dataclasses.replace(train, eval_every=per_epoch)
+
+
+def finetune(run: dict, output_dir: str | Path, resume: bool = False,
+             truncate: bool = True) -> FinetuneResult:
+    """Fine-tune from a run config dict (sections task, init, model, data, finetune, train);
+    write ``output_dir/model`` (the best model on the eval set, else the last) and, when
+    ``data.test`` is given, ``output_dir/test_metrics.json``."""
+    from lanistr.tasks.runner import run_training, start
+
+    output_dir = Path(output_dir)
+    if run.get("task") == "seq2seq":  # its own data/finetune sections and model
+        from lanistr.tasks.seq2seq import finetune_seq2seq
+
+        return finetune_seq2seq(run, output_dir, resume=resume, truncate=truncate)
+    run, kind, init, train, data, options, tokenizer = prepare_run(
+        run, "a pretraining output's model/, a `lanistr convert-hf` output", ["seq2seq"])
     ctx = start(train, output_dir)
     torch.manual_seed(train.seed)
     setup = Setup(run, data, options, tokenizer, init, ctx, train.seed, train.batch_size,
@@ -789,11 +811,7 @@ def finetune(run: dict, output_dir: str | Path, resume: bool = False,
         if ctx.is_main:
             log.info("froze %.2fM parameters (embeddings%s)", n / 1e6,
                      f" + {options.freeze_layers} layers" if options.freeze_layers else "")
-    if "eval_every" not in run["train"]:
-        per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
-                                                 * train.grad_accum))
-        train = dataclasses.replace(train, eval_every=per_epoch)
-        run["train"] = {**run["train"], "eval_every": per_epoch}
+    train = eval_once_per_epoch(run, train, task, ctx)
     if ctx.is_main:
         log.info("%s: %d training examples, %d labels%s; model %s, %.2fM parameters", kind,
                  task.train_size(), len(model.config.labels),
