@@ -453,6 +453,7 @@ def main(argv=None) -> int:
         meta["started"] = old.get("meta", {}).get("started", meta["started"])
     meta["notes"] = meta.get("notes", []) + args.note
     results: dict[str, list] = {n: list(rows) for n, rows in previous.items()}
+    mine: set[tuple[str, str]] = set()  # (dataset, system) pairs this process has run
     for name in args.datasets:
         kind, train_name, test_name, note = DATASETS[name]
         try:
@@ -480,10 +481,11 @@ def main(argv=None) -> int:
                 except Exception as exc:  # noqa: BLE001 - one broken system must not end the run
                     row = {"system": system, "skipped": f"{type(exc).__name__}: {exc}"}
             results[name].append(row)
+            mine.add((name, system))
+            results = merge_from_disk(json_path, results, mine, meta)
             shown = (f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}"
                      if "accuracy" in row else f"skipped: {row['skipped']}")
             print(f"  {system}: {shown} ({time.perf_counter() - t:.0f} s)", flush=True)
-            results[name].sort(key=lambda r: SYSTEMS.index(r["system"]))
             write_report(Path(args.output), results, meta)
             _common.write_json("classification_quality", {
                 "meta": meta, "results": {n: [{k: v for k, v in r.items() if k != "metrics"}
@@ -491,6 +493,21 @@ def main(argv=None) -> int:
                 json_path)
     print(Path(args.output).read_text(encoding="utf-8"))
     return 0
+
+
+def merge_from_disk(json_path: Path, results: dict, mine: set, meta: dict) -> dict:
+    """This process's rows for the pairs it ran, the JSON file's rows for every other pair:
+    two runs on different datasets/systems can share one results file."""
+    disk = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else {}
+    merged = {n: list(rows) for n, rows in disk.get("results", {}).items()}
+    for name, info in disk.get("meta", {}).get("datasets", {}).items():
+        meta["datasets"].setdefault(name, info)
+    for name, rows in results.items():
+        kept = [r for r in merged.get(name, []) if (name, r["system"]) not in mine]
+        have = {r["system"] for r in kept}
+        ours = [r for r in rows if (name, r["system"]) in mine or r["system"] not in have]
+        merged[name] = sorted(kept + ours, key=lambda r: SYSTEMS.index(r["system"]))
+    return merged
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "seq2seq_restoration.md"
 
 ENCODERS = {
     "sotu-mini": {"init": ROOT / "runs" / "sotu-mini" / "model", "lr": 1e-3, "batch_size": 32,
-                  "max_steps": 600},
+                  "max_steps": 1500},
     "minilm": {"init": RUNS / "minilm-encoder", "lr": 3e-4, "batch_size": 16,
-               "max_steps": 300},
+               "max_steps": 1200},
 }
 
 
