@@ -37,11 +37,13 @@ from lanistr.nn.attention.base import (
 
 # Scores per chunk. A chunk holds a few buffers of that many elements (scores, key and value
 # tiles; a few more in the backward), so the transient memory is a few hundred KB to a few MB
-# whatever T is. Inference uses the smaller chunks (its forward peak at 16k tokens is then on
-# par with SDPA's); when gradients are needed the forward and the backward use the larger ones
-# (fewer kernel calls; the backward's peak is dominated by the gradients anyway). Both passes
-# of one call must cut the same chunks: the dropout masks are drawn per chunk.
-_CHUNK_SCORES = {"inference": 2**16, "training": 2**17}
+# whatever T is. Inference: 80k scores = two 64-query blocks of the default window (256)
+# per chunk; halving the chunk count against one block per chunk cuts the Python and kernel
+# launch overhead that dominates at 16k tokens, while the forward's peak stays on par with
+# SDPA's (benchmarks/long_attention.py). When gradients are needed the forward and the
+# backward use larger chunks (the backward's peak is dominated by the gradients anyway).
+# Both passes of one call must cut the same chunks: the dropout masks are drawn per chunk.
+_CHUNK_SCORES = {"inference": 5 * 2**14, "training": 2**17}
 
 
 @dataclass
@@ -302,7 +304,7 @@ def _global_probs(q, k, gpos, key_valid, causal: bool, scale: float) -> torch.Te
     if causal:
         scores.masked_fill_(torch.arange(k.shape[2], device=k.device) > gpos[:, None],
                             float("-inf"))
-    return torch.softmax(scores, -1).nan_to_num_(0.0)
+    return _softmax_(scores).nan_to_num_(0.0)  # in place: no second (B, H, G, T) tensor
 
 
 class _BandAttention(torch.autograd.Function):
