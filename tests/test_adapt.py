@@ -354,7 +354,7 @@ def test_dann_batches_pair_source_and_target_and_the_domain_loss_reverses(tmp_pa
     model.eval()  # no dropout: both passes see the same function
     sums = task.loss_sums(model, batch)
     assert set(sums) == {"loss", "domain"}
-    assert 0.3 * 6 < float(sums["domain"]) / 0.7 < 1.2 * 6  # about ln 2 per row at the start
+    assert 0.3 * 6 < float(sums["domain"].detach()) / 0.7 < 1.2 * 6  # about ln 2 per row at the start
     # the encoder gets minus lambda times the gradient of the (unreversed) domain loss
     layer = model.model.encoder.layers[-1].ffn.fc2.weight
     (g_rev,) = torch.autograd.grad(sums["domain"], layer)
