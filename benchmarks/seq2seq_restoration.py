@@ -252,16 +252,13 @@ def render(rows, notes, n_sample: int, n_test: int, args) -> str:
         gen_s = f"{seconds:.0f}" if seconds is not None else "-"
         lines.append(f"| {name} | {test_s} | {full_s} | {train_s} | {dev_s} | {gen_s} |")
     lines += ["", "Notes:", ""] + notes + [
-        "- Training: `train --encoder NAME --minutes 28`, resumed with `--resume --minutes 30` "
-        "(the copy systems twice), on a 2-core CPU machine shared with other jobs (load "
-        "average 6-12), so each run had roughly an eighth of a core: the steps column is "
-        "what that bought. Both lanistr systems: 2 decoder layers warm-started from the "
-        "encoder's first layers, markup targets, greedy decoding, dev selection on BLEU "
+        "- Training: `train --encoder NAME --minutes M --threads 1` (the two encoders side by "
+        "side, one thread each, on a 2-core CPU machine; the training column gives the steps "
+        "and minutes that bought). Both lanistr systems: 2 decoder layers warm-started from "
+        "the encoder's first layers, markup targets, greedy decoding, dev selection on BLEU "
         "over 200 dev pairs (the best checkpoint is `model/`).",
-        "- `runs/sotu-mini/model` had 74 MLM steps of pretraining (MLM accuracy 0.04), so the "
-        "own-encoder system is close to training from scratch.",
-        "- Without the copy mechanism the decoders had not learned to copy within their first "
-        "session (dev BLEU below 1: generic text), so they were not run on the test pairs.",
+        "- The own encoder is `runs/sotu-mini/model`: the 15-minute MLM pretraining of the "
+        "mini preset on SOTU speeches before 2000 (`benchmarks/results/pretrain_sotu_mini.json`).",
         "",
     ]
     return "\n".join(lines)
