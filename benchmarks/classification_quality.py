@@ -360,12 +360,12 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
              f"{meta['machine']['processor']} ({meta['machine']['cpu_count']} CPUs, shared), "
              f"torch {meta['machine']['torch']}, threads per run: "
              f"{meta['threads'] or '1 (or all cores when idle and faster in a calibration)'}; load "
-             f"average at start {meta['load_start']}.", "",
-             f"Budgets per dataset: scratch {meta['budgets']['lanistr-scratch']:g} min, sotu "
-             f"{meta['budgets']['lanistr-sotu']:g} min, MiniLM "
-             f"{meta['budgets']['lanistr-minilm']:g} min"
-             + "".join(f", x{v:g} for {k}" for k, v in meta["scale"].items())
-             + f" (at most {meta['epochs']:g} epochs), "
+             f"average at the start of the latest invocation {meta['load_start']} (rows were "
+             "measured in several invocations; the first session's ran on a machine with load "
+             "6-12, this session's with at most two single-threaded jobs at a time).", "",
+             "Each lanistr run has a wall-clock budget (listed per run below; the script's "
+             "defaults are scratch 6, sotu 6, MiniLM 12 min, x2 for 20newsgroups) and at most "
+             f"{meta['epochs']:g} epochs, "
              f"batch 16, max_len {meta['max_len']} (tagging {meta['tag_max_len']}), mean pooling "
              "for classification, no model selection (the last model is evaluated). "
              "Train time is wall time of `lanistr finetune` (loading and tokenising included) "
