@@ -143,16 +143,22 @@ class _Plan:
 
 class _Workspace:
     """Per-call scratch buffers reused by every chunk: no allocation (and no fresh pages, no
-    allocator fragmentation) per chunk."""
+    allocator fragmentation) per chunk. Buffers are sized for the widest chunk the first
+    time they are asked for, so a narrow edge chunk first does not cause a second, larger
+    allocation later."""
 
-    def __init__(self, like: torch.Tensor):
-        self.like, self.buffers = like, {}
+    def __init__(self, like: torch.Tensor, tiling: _Tiling):
+        self.like, self.buffers, self.widest, self.scale = like, {}, tiling.widest, 1.0
+
+    def chunk(self, ch) -> None:
+        """The chunk the next buffers are for: (bi, h0, h1, b0, b1, plain)."""
+        self.scale = self.widest / ((ch[2] - ch[1]) * (ch[4] - ch[3]))
 
     def get(self, name: str, shape) -> torch.Tensor:
         n = math.prod(shape)
         buf = self.buffers.get(name)
         if buf is None or buf.numel() < n:
-            buf = self.buffers[name] = self.like.new_empty(n)
+            buf = self.buffers[name] = self.like.new_empty(max(n, int(n * self.scale)))
         return buf[:n].view(shape)
 
 
@@ -173,8 +179,9 @@ class _Tiling:
         self.glist = gpos.tolist()
         self.neg = torch.finfo(q.dtype).min / 2  # finite: a row with no allowed key stays finite
         dev = q.device
-        rows = torch.arange(plan.s, device=dev)[:, None]
-        band = plan.allowed(rows, torch.arange(plan.L, device=dev)[None, :] - plan.span)
+        rows = torch.arange(plan.s, device=dev, dtype=torch.int32)[:, None]
+        band = plan.allowed(rows, torch.arange(plan.L, device=dev, dtype=torch.int32)[None, :]
+                            - plan.span)
         self.band = band  # (s, L)
         static = torch.cat([band, band.new_ones(plan.s, len(gpos))], 1)  # (s, L + G)
         self.static_bias = torch.zeros(static.shape, dtype=q.dtype, device=dev).masked_fill_(
@@ -182,13 +189,26 @@ class _Tiling:
         tile = plan.s * (plan.L + len(gpos))
         c = max(1, min(plan.blocks, budget // tile))
         hstep = max(1, min(h, budget // (tile * c)))
-        starts = list(range(0, plan.blocks, c))
-        ends = [min(b0 + c, plan.blocks) for b0 in starts]
-        plain = [b0 * plan.s - plan.span >= 0 and b1 * plan.s + plan.span <= t
-                 and all(g < b0 * plan.s - plan.w
-                         or (not plan.causal and g > b1 * plan.s - 1 + plan.w)
-                         for g in self.glist)
-                 for b0, b1 in zip(starts, ends)]
+
+
+        def is_plain(b0: int, b1: int) -> bool:
+            return (b0 * plan.s - plan.span >= 0 and b1 * plan.s + plan.span <= t
+                    and all(g < b0 * plan.s - plan.w
+                            or (not plan.causal and g > b1 * plan.s - 1 + plan.w)
+                            for g in self.glist))
+
+        # c blocks per chunk, but one block per chunk where a chunk would not be plain: the
+        # edge chunks build their own bias and padded copies, so they stay small.
+        starts, ends, plain = [], [], []
+        b0 = 0
+        while b0 < plan.blocks:
+            b1 = min(b0 + c, plan.blocks)
+            if not is_plain(b0, b1):
+                b1 = b0 + 1
+            starts.append(b0)
+            ends.append(b1)
+            plain.append(is_plain(b0, b1))
+            b0 = b1
         if key_valid is not None:  # padding keys in the chunk's key range?
             cum = F.pad((~key_valid).cumsum(1), (1, 0))  # (B, T + 1)
             lo = torch.tensor([max(0, b0 * plan.s - plan.span) for b0 in starts], device=dev)
@@ -199,6 +219,7 @@ class _Tiling:
         self.chunks = [(bi, h0, min(h0 + hstep, h), b0, b1, plain[i] and clean[bi][i])
                        for bi in range(b) for h0 in range(0, h, hstep)
                        for i, (b0, b1) in enumerate(zip(starts, ends))]
+        self.widest = max((h1 - h0) * (b1 - b0) for _, h0, h1, b0, b1, _ in self.chunks)
 
     def bias(self, bi, h0, h1, b0, b1, plain) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(1 or h*c, s, L + G) additive score bias (0 where allowed, a huge negative elsewhere)
@@ -219,9 +240,10 @@ class _Tiling:
             if self.key_valid is not None:
                 okg &= self.key_valid[bi, self.gpos]
             ok = torch.cat([ok, okg], -1)
-        bias = torch.where(ok, self.static_bias.new_zeros(()), self.neg)
-        bias = bias.repeat(h1 - h0, 1, 1)  # (h*c, s, L + G)
-        live = ok.any(-1, keepdim=True).to(bias.dtype).repeat(h1 - h0, 1, 1)  # (h*c, s, 1)
+        bias = torch.where(ok, self.static_bias.new_zeros(()), self.neg)  # (c, s, L + G)
+        live = ok.any(-1, keepdim=True).to(bias.dtype)  # (c, s, 1)
+        if h1 - h0 > 1:  # chunk rows are head-major: (h*c, ...)
+            bias, live = bias.repeat(h1 - h0, 1, 1), live.repeat(h1 - h0, 1, 1)
         return bias, live
 
     def rows(self, x: torch.Tensor, bi, h0, h1, b0, b1, plain) -> torch.Tensor:
@@ -244,6 +266,15 @@ class _Tiling:
         p = self.plan
         lo, hi = b0 * p.s - p.span, b1 * p.s + p.span
         part = x[bi, h0:h1, max(lo, 0):min(hi, p.t)]
+        if not plain and b1 - b0 == 1 and out is not None:  # one edge block: zero-padded
+            h, d, g = h1 - h0, x.shape[-1], len(self.glist)  # straight into the buffer
+            dest = out.get(name, (h, p.L + g, d))
+            dest[:, :max(0, -lo)].zero_()
+            dest[:, max(0, -lo) + part.shape[1]:p.L].zero_()
+            dest[:, max(0, -lo):max(0, -lo) + part.shape[1]] = part
+            if g:
+                dest[:, p.L:] = x[bi, h0:h1, self.gpos]
+            return dest
         if not plain:
             part = F.pad(part, (0, 0, max(0, -lo), max(0, hi - p.t)))
         tiles = part.unfold(1, p.L, p.s).transpose(-1, -2)  # (h, c, L, D), a strided view
@@ -322,12 +353,23 @@ class _BandAttention(torch.autograd.Function):
         b, h, t, d = q.shape
         scale = 1.0 / math.sqrt(d)
         tiling = _Tiling(plan, q, key_valid, gpos, budget)
-        work = _Workspace(q)
         n_glob = len(tiling.glist)
+        wr = q.new_empty(b, h, 0, t)
+        if n_glob:  # the global queries' full rows, done first so that their (B, H, G, T)
+            # probabilities are freed before the chunk buffers exist (a lower peak)
+            probs = _global_probs(q, k, gpos, key_valid, plan.causal, scale)  # (B, H, G, T)
+            if want_weights:
+                wr = probs.clone()
+            if dropout:
+                probs.mul_(_keep_mask(probs.shape, dropout, seed + len(tiling.chunks), probs))
+            global_out = torch.matmul(probs, v)  # (B, H, G, D)
+            del probs
         out = torch.empty(b, h, t, d, dtype=q.dtype, device=q.device)
         wb = q.new_zeros(b, h, t, 2 * plan.w + 1) if want_weights else q.new_empty(0)
         wg = q.new_zeros(b, h, t, n_glob) if want_weights else q.new_empty(0)
+        work = _Workspace(q, tiling)
         for n, ch in enumerate(tiling.chunks):
+            work.chunk(ch)
             bias, live = tiling.bias(*ch)
             qc = tiling.rows(q, *ch)  # (h*c, s, D)
             kt = tiling.tiles(k, *ch, out=work)  # (h*c, L + G, D)
@@ -341,16 +383,12 @@ class _BandAttention(torch.autograd.Function):
             if dropout:
                 probs.mul_(_keep_mask(probs.shape, dropout, seed + n, probs))
             tiling.bmm_rows(probs, tiling.tiles(v, *ch, out=work), out, *ch)
-        wr = q.new_empty(b, h, 0, t)
+        del work
         if n_glob:  # the global queries' rows replace what the band computed for them
-            probs = _global_probs(q, k, gpos, key_valid, plan.causal, scale)  # (B, H, G, T)
+            out[:, :, gpos] = global_out
             if want_weights:
-                wr = probs.clone()
                 wb[:, :, gpos] = 0
                 wg[:, :, gpos] = 0
-            if dropout:
-                probs.mul_(_keep_mask(probs.shape, dropout, seed + len(tiling.chunks), probs))
-            out[:, :, gpos] = torch.matmul(probs, v)
         ctx.save_for_backward(q, k, v, key_valid, gpos)
         ctx.plan, ctx.dropout, ctx.seed, ctx.budget = plan, dropout, seed, budget
         ctx.mark_non_differentiable(wb, wg, wr)
@@ -362,9 +400,10 @@ class _BandAttention(torch.autograd.Function):
         b, h, t, d = q.shape
         scale = 1.0 / math.sqrt(d)
         tiling = _Tiling(ctx.plan, q, key_valid, gpos, ctx.budget)
-        work = _Workspace(q)
+        work = _Workspace(q, tiling)
         dq, dk, dv = (torch.zeros(b, h, t, d, dtype=q.dtype, device=q.device) for _ in range(3))
         for n, ch in enumerate(tiling.chunks):
+            work.chunk(ch)
             bias, live = tiling.bias(*ch)
             qc, do = tiling.rows(q, *ch), tiling.rows(dout, *ch)  # (h*c, s, D)
             glob_rows = tiling.global_rows_in(ch[3], ch[4])
