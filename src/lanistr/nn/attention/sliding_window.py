@@ -221,10 +221,12 @@ class _Tiling:
                        for i, (b0, b1) in enumerate(zip(starts, ends))]
         self.widest = max((h1 - h0) * (b1 - b0) for _, h0, h1, b0, b1, _ in self.chunks)
 
-    def bias(self, bi, h0, h1, b0, b1, plain) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def bias(self, bi, h0, h1, b0, b1, plain,
+             out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(1 or h*c, s, L + G) additive score bias (0 where allowed, a huge negative elsewhere)
         and, for chunks that may have them, a (h*c, s, 1) 0/1 factor that zeroes the rows with
-        no allowed key (padded queries far from any real key)."""
+        no allowed key (padded queries far from any real key). A one-head edge chunk's bias is
+        written into ``out`` (a scores buffer) when given: no separate bias tensor."""
         if plain:
             return self.static_bias, None
         p, dev = self.plan, self.static_bias.device
@@ -240,7 +242,11 @@ class _Tiling:
             if self.key_valid is not None:
                 okg &= self.key_valid[bi, self.gpos]
             ok = torch.cat([ok, okg], -1)
-        bias = torch.where(ok, self.static_bias.new_zeros(()), self.neg)  # (c, s, L + G)
+        zero, neg = self.static_bias.new_zeros(()), self.static_bias.new_full((), self.neg)
+        if out is not None and h1 - h0 == 1:
+            bias = torch.where(ok, zero, neg, out=out)  # (c, s, L + G)
+        else:
+            bias = torch.where(ok, zero, neg)
         live = ok.any(-1, keepdim=True).to(bias.dtype)  # (c, s, 1)
         if h1 - h0 > 1:  # chunk rows are head-major: (h*c, ...)
             bias, live = bias.repeat(h1 - h0, 1, 1), live.repeat(h1 - h0, 1, 1)
@@ -370,12 +376,16 @@ class _BandAttention(torch.autograd.Function):
         work = _Workspace(q, tiling)
         for n, ch in enumerate(tiling.chunks):
             work.chunk(ch)
-            bias, live = tiling.bias(*ch)
+            scores = work.get("scores", ((ch[2] - ch[1]) * (ch[4] - ch[3]), plan.s,
+                                         plan.L + n_glob))  # (h*c, s, L + G)
+            bias, live = tiling.bias(*ch, out=None if want_weights else scores)
             qc = tiling.rows(q, *ch)  # (h*c, s, D)
             kt = tiling.tiles(k, *ch, out=work)  # (h*c, L + G, D)
-            scores = work.get("scores", (kt.shape[0], plan.s, kt.shape[1]))
-            probs = _softmax_(torch.baddbmm(bias, qc, kt.transpose(1, 2), alpha=scale,
-                                            out=scores))  # (h*c, s, L + G)
+            if bias is scores:  # an edge chunk's bias was written into the scores buffer
+                probs = _softmax_(scores.baddbmm_(qc, kt.transpose(1, 2), alpha=scale))
+            else:
+                probs = _softmax_(torch.baddbmm(bias, qc, kt.transpose(1, 2), alpha=scale,
+                                                out=scores))
             if live is not None:
                 probs.mul_(live)
             if want_weights:
