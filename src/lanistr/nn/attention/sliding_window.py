@@ -190,7 +190,6 @@ class _Tiling:
         c = max(1, min(plan.blocks, budget // tile))
         hstep = max(1, min(h, budget // (tile * c)))
 
-
         def is_plain(b0: int, b1: int) -> bool:
             return (b0 * plan.s - plan.span >= 0 and b1 * plan.s + plan.span <= t
                     and all(g < b0 * plan.s - plan.w
@@ -203,11 +202,13 @@ class _Tiling:
         b0 = 0
         while b0 < plan.blocks:
             b1 = min(b0 + c, plan.blocks)
-            if not is_plain(b0, b1):
+            ok = is_plain(b0, b1)
+            if not ok and b1 > b0 + 1:
                 b1 = b0 + 1
+                ok = is_plain(b0, b1)
             starts.append(b0)
             ends.append(b1)
-            plain.append(is_plain(b0, b1))
+            plain.append(ok)
             b0 = b1
         if key_valid is not None:  # padding keys in the chunk's key range?
             cum = F.pad((~key_valid).cumsum(1), (1, 0))  # (B, T + 1)
