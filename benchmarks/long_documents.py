@@ -115,19 +115,18 @@ def render(data: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from lanistr.io import write_text
+
     json_path = _common.RESULTS / "long_documents.json"
     md_path = _common.RESULTS / "long_documents.md"
     if args.report_only:
-        md_path.write_text(render(json.loads(json_path.read_text())), encoding="utf-8")
+        write_text(md_path, render(json.loads(json_path.read_text())))
         return 0
     import yaml
 
     from lanistr.data.fetch import dataset_dir
 
-    minilm = Path(args.minilm)
-    if not (minilm / "model.safetensors").is_file():
-        subprocess.run([sys.executable, "-m", "lanistr", "convert-hf", "minilm", str(minilm)],
-                       check=True)
+    _common.converted_minilm(args.minilm)
     root, work = dataset_dir("20newsgroups"), Path(args.work)
     train, test = work / "train.jsonl", work / "test.jsonl"
     meta = {"started": time.strftime("%Y-%m-%d %H:%M"), "machine": _common.machine_info(),
@@ -135,7 +134,14 @@ def main(argv=None) -> int:
             "sequential": args.sequential, "per_class": args.per_class, "epochs": args.epochs,
             "train": subsample(root / "train.jsonl", train, args.per_class, None),
             "test": subsample(root / "test.jsonl", test, None, args.test_max)}
-    procs = {}
+    procs, finished = {}, {}  # system -> (process, start, log file); system -> seconds
+
+    def poll() -> None:
+        for system, (proc, start, log) in procs.items():
+            if system not in finished and proc.poll() is not None:
+                finished[system] = time.perf_counter() - start
+                log.close()
+
     for system in SYSTEMS:
         cfg = work / f"{system}.yaml"
         cfg.write_text(yaml.safe_dump(run_config(system, args, train, test)), encoding="utf-8")
@@ -143,17 +149,15 @@ def main(argv=None) -> int:
                "--output", str(work / system)]
         log = (work / f"{system}.log").open("w")
         procs[system] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
-                         time.perf_counter())
+                         time.perf_counter(), log)
         if args.sequential:
             procs[system][0].wait()
-    finished: dict[str, float] = {}
+            poll()
     while len(finished) < len(procs):
-        for system, (proc, start) in procs.items():
-            if system not in finished and proc.poll() is not None:
-                finished[system] = time.perf_counter() - start
         time.sleep(2)
+        poll()
     results = {}
-    for system, (proc, _) in procs.items():
+    for system, (proc, _, _) in procs.items():
         if proc.returncode != 0:
             raise SystemExit(f"{system} failed: see {work / system}.log")
         metrics = json.loads((work / system / "test_metrics.json").read_text())
@@ -167,7 +171,7 @@ def main(argv=None) -> int:
     meta["load_end"] = _common.load_average()
     data = {"meta": meta, "results": results}
     _common.write_json("long_documents", data, json_path)
-    md_path.write_text(render(data), encoding="utf-8")
+    write_text(md_path, render(data))
     print(md_path.read_text(encoding="utf-8"))
     return 0
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+import _common
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "seq2seq"
@@ -66,9 +67,8 @@ def ensure_pairs() -> Path:
 
 def ensure_encoder(name: str) -> Path | None:
     init = ENCODERS[name]["init"]
-    if name == "minilm" and not (init / "config.json").is_file():
-        subprocess.run([sys.executable, "-m", "lanistr", "convert-hf", "minilm", str(init)],
-                       check=True)
+    if name == "minilm":
+        _common.converted_minilm(init)
     return init if (init / "config.json").is_file() else None
 
 
