@@ -360,11 +360,9 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
              f"{meta['machine']['processor']} ({meta['machine']['cpu_count']} CPUs, shared), "
              f"torch {meta['machine']['torch']}, threads per run: "
              f"{meta['threads'] or '1 (or all cores when idle and faster in a calibration)'}; load "
-             f"average at the start of the latest invocation {meta['load_start']} (rows were "
-             "measured in several invocations; the first session's ran on a machine with load "
-             "6-12, this session's with at most two single-threaded jobs at a time).", "",
-             "Each lanistr run has a wall-clock budget (listed per run below; the script's "
-             "defaults are scratch 6, sotu 6, MiniLM 12 min, x2 for 20newsgroups) and at most "
+             f"average at the start of the latest invocation {meta['load_start']} (rows kept "
+             "from earlier invocations keep their own conditions; see the notes).", "",
+             "Each lanistr run has a wall-clock budget (listed per run below) and at most "
              f"{meta['epochs']:g} epochs, "
              f"batch 16, max_len {meta['max_len']} (tagging {meta['tag_max_len']}), mean pooling "
              "for classification, no model selection (the last model is evaluated). "
