@@ -382,7 +382,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
     over-long example an error."""
     from lanistr.io import write_json
     from lanistr.nn.decoder import GenerationConfig
-    from lanistr.tasks.finetune import FinetuneResult, default_train  # noqa: F811
+    from lanistr.tasks import finetune as ft
     from lanistr.tasks.runner import run_training, start, train_section
 
     output_dir = Path(output_dir)
@@ -393,7 +393,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
     if init != "scratch":
         init = str(Path(init).expanduser())
     run = {**run, "task": "seq2seq", "train": train_section(
-        run, default_train(init != "scratch", TRAIN_DEFAULTS, (LR_PRETRAINED, LR_SCRATCH)))}
+        run, ft.default_train(init != "scratch", TRAIN_DEFAULTS, (LR_PRETRAINED, LR_SCRATCH)))}
     train = from_dict(TrainConfig, run["train"], "train")
     data = from_dict(Seq2SeqDataConfig, run.get("data") or {}, "data")
     options = from_dict(Seq2SeqOptions, run.get("finetune") or {}, "finetune")
@@ -451,8 +451,8 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
         predictor = Seq2SeqPredictor(result.model_dir)
         test_metrics = predictor.evaluate_file(data.test, progress=train.progress)
         write_json(output_dir / "test_metrics.json", test_metrics)
-    return FinetuneResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
-                         test_metrics, truncated)
+    return ft.FinetuneResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
+                            test_metrics, truncated)
 
 
 # --------------------------------------------------------------------------- inference
