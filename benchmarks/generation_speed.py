@@ -13,15 +13,15 @@ tokens. Prints tokens/s of each and the ratio, and writes ``results/generation_s
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results" / "generation_speed.json"
+import _common
+
+RESULTS = _common.RESULTS / "generation_speed.json"
 
 
 def build_model(max_len: int):
@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 "noisy, the ratio is measured in the same run",
         "results": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out = _common.write_json("generation_speed", result, args.out)
     print(f"wrote {out}")
     return 0 if all(r["same_tokens"] for r in rows) else 1
 

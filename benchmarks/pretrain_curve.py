@@ -16,7 +16,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _common import RESULTS, write_json
 
 
 def read_metrics(run: Path) -> dict[str, list[tuple[int, float]]]:
@@ -65,7 +65,7 @@ def main() -> None:
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / f"{args.name}_curve.png")
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(args.name, summary)
     print(json.dumps(summary, indent=2))
 
 

@@ -200,8 +200,10 @@ def report(args) -> int:
                 notes.append(f"- {label}: sample outputs (source / output / reference):")
                 for s, p, r in examples:
                     notes.append(f"    - `{s}`<br>`{p}`<br>`{r}`")
+    from lanistr.io import write_text
+
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(render(rows, notes, len(pairs), len(test), args), encoding="utf-8")
+    write_text(RESULTS, render(rows, notes, len(pairs), len(test), args))
     print(RESULTS.read_text(encoding="utf-8"))
     return 0
 
