@@ -457,3 +457,47 @@ def test_evaluate_and_predict_a_tagger_from_conll(tagger, toy, tmp_path, capsys)
                  "--output", str(pred)]) == 0
     rows = [json.loads(x) for x in pred.read_text().splitlines()]
     assert len(rows) == 40 and all(len(r["words"]) == len(r["tags"]) for r in rows)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def test_windows_classify_short_texts_like_truncation(classifier):
+    """A text that fits in max_len is one window: the same probabilities either way."""
+    texts = ["apple banana cherry", "rock stone", ""]
+    plain, _ = ft.Predictor(classifier).classify(texts)
+    windowed, cut = ft.Predictor(classifier, windows=True).classify(texts)
+    np.testing.assert_allclose(windowed, plain, atol=1e-6)
+    assert cut == 0
+
+
+def test_windows_average_the_logits_of_every_window(classifier):
+    """A long text: softmax of the mean logits of its [CLS] window [SEP] pieces, `stride`
+    tokens apart, the last window aligned to the end (nothing dropped)."""
+    predictor = ft.Predictor(classifier, windows=True, stride=10)
+    text = " ".join(["apple"] * 25 + ["rock"] * 40)
+    ids = predictor.tokenizer.encode_documents([text])[0][0].tolist()
+    body = predictor.max_len - 2
+    assert len(ids) > body
+    starts = [*range(0, len(ids) - body, 10), len(ids) - body]
+    cls_, sep = predictor.tokenizer.cls_id, predictor.tokenizer.sep_id
+    with torch.no_grad():
+        logits = torch.cat([predictor.model(torch.tensor([[cls_, *ids[s:s + body], sep]])).logits
+                            for s in starts])
+    expected = torch.softmax(logits.double().mean(0), -1).numpy()
+    probs, _ = predictor.classify([text, "plum"], batch_size=3)
+    np.testing.assert_allclose(probs[0], expected, atol=1e-6)
+    # the stone-heavy tail decides it; truncation only sees the fruit head
+    assert predictor.labels[int(probs[0].argmax())] == "stone"
+    head, _ = ft.Predictor(classifier).classify([" ".join(["apple"] * 30 + ["rock"] * 80)])
+    assert predictor.labels[int(head[0].argmax())] == "fruit"
+
+
+def test_windows_cli_and_bad_stride(classifier, tmp_path, capsys):
+    assert main(["predict", "--model", str(classifier), "--windows", "--stride", "8",
+                 "rock " * 100]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["label"] == "stone"
+    assert main(["predict", "--model", str(classifier), "--windows", "--stride", "500",
+                 "rock"]) != 0
+    assert "stride must be between 1 and max_len - 2" in capsys.readouterr().err

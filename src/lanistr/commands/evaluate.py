@@ -26,6 +26,11 @@ def register(sub) -> None:
     p.add_argument("--text-pair-field", help="field holding the second text of a pair")
     p.add_argument("--label-field", help="field holding the label (classification)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
+    p.add_argument("--windows", action="store_true",
+                   help="classify a text longer than the model's max_len from all its max_len "
+                        "windows (mean of their logits) instead of its first max_len tokens")
+    p.add_argument("--stride", type=int,
+                   help="with --windows: tokens between window starts (default: half a window)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -39,7 +44,7 @@ def run(args) -> int:
         from lanistr.commands.generate import evaluate
 
         return evaluate(args)
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model, windows=args.windows, stride=args.stride)
     metrics = predictor.evaluate_file(
         args.data, text_field=args.text_field, text_pair_field=args.text_pair_field,
         label_field=args.label_field, batch_size=args.batch_size, progress=not args.no_progress)

@@ -24,6 +24,11 @@ def register(sub) -> None:
     p.add_argument("--output", help="JSONL output file (default: stdout)")
     p.add_argument("--text-field", help="field holding the text in .jsonl/.csv/.tsv input")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--windows", action="store_true",
+                   help="classify a text longer than the model's max_len from all its max_len "
+                        "windows (mean of their logits) instead of its first max_len tokens")
+    p.add_argument("--stride", type=int,
+                   help="with --windows: tokens between window starts (default: half a window)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +75,7 @@ def run(args) -> int:
     from lanistr.io import atomic_path
     from lanistr.tasks.finetune import Predictor
 
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model, windows=args.windows, stride=args.stride)
     texts, pairs, words = read_inputs(args, predictor)
     progress = bool(args.input)
     rows = []

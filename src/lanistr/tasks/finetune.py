@@ -835,7 +835,11 @@ def finetune(run: dict, output_dir: str | Path, resume: bool = False,
 class Predictor:
     """A fine-tuned model directory, ready to classify texts or tag words (CPU by default)."""
 
-    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu"):
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", *,
+                 windows: bool = False, stride: int | None = None):
+        """``windows=True``: a text longer than the model's ``max_len`` is classified from all
+        its ``max_len`` windows, ``stride`` tokens apart (default: half a window), by the mean
+        of their logits, instead of from its first ``max_len`` tokens only."""
         from lanistr.nn import load_model
 
         self.model_dir = Path(model_dir)
@@ -855,6 +859,15 @@ class Predictor:
         meta_path = self.model_dir / META_FILE
         self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
         self.max_len = int(self.meta.get("max_len") or min(self.model.config.max_len, 512))
+        self.windows = windows
+        self.stride = stride or max(1, (self.max_len - 2) // 2)
+        if windows and (self.kind != "classify" or self.model.config.long == "hierarchical"):
+            raise LanistrError(f"{self.model_dir}: windows are for classifiers of single texts "
+                               "up to max_len (taggers split long sentences themselves; a "
+                               "hierarchical model reads whole documents already)")
+        if not 1 <= self.stride <= self.max_len - 2:
+            raise LanistrError(f"stride must be between 1 and max_len - 2 = {self.max_len - 2} "
+                               f"tokens, got {self.stride}")
 
     # -- classification --------------------------------------------------------------------
 
@@ -863,6 +876,10 @@ class Predictor:
                  batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, int]:
         """Class probabilities ``(N, K)`` (rows in input order) and the number of texts that
         were cut to ``max_len``."""
+        if self.windows:
+            if pairs is not None:
+                raise LanistrError("windows classify single texts; this model reads text pairs")
+            return self._classify_windows(texts, batch_size, progress), 0
         if self.model.config.long == "hierarchical":
             ids, truncated = encode_segmented(self.tokenizer, texts, self.model.config.hierarchical)
             types = None
@@ -878,6 +895,30 @@ class Predictor:
                                 batch["token_type_ids"]).logits.float()
             probs[idx] = torch.softmax(logits, -1).double().cpu().numpy()
         return probs, truncated
+
+    def _classify_windows(self, texts: Sequence[str], batch_size: int,
+                          progress: bool) -> np.ndarray:
+        from lanistr.data.segments import split_into_segments
+
+        windows, owner = [], []
+        for start in range(0, len(texts), _CHUNK):
+            for j, (ids, _) in enumerate(
+                    self.tokenizer.encode_documents(list(texts[start:start + _CHUNK]))):
+                segs, _ = split_into_segments(ids.tolist(), self.max_len, self.stride,
+                                              len(ids) + 1, self.tokenizer.cls_id,
+                                              self.tokenizer.sep_id)
+                windows += [np.asarray(seg, dtype=np.int32) for seg in segs]
+                owner += [start + j] * len(segs)
+        owner_t = torch.tensor(owner, dtype=torch.long)
+        sums = torch.zeros(len(texts), len(self.labels), dtype=torch.float64)
+        order = np.argsort([len(x) for x in windows], kind="stable")
+        for idx in _batches(order, batch_size, progress, "predict (windows)"):
+            batch = pad_batch([windows[i] for i in idx], self.tokenizer.pad_id, None)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            logits = self.model(batch["input_ids"], batch["attention_mask"]).logits
+            sums.index_add_(0, owner_t[torch.as_tensor(idx)], logits.double().cpu())
+        counts = torch.bincount(owner_t, minlength=len(texts)).clamp(min=1)
+        return torch.softmax(sums / counts[:, None], -1).numpy()
 
     # -- tagging ---------------------------------------------------------------------------
 
@@ -957,6 +998,8 @@ class Predictor:
             p_true = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
             out["loss"] = float(-np.log(p_true).mean())
             out["truncated"] = truncated
+            if self.windows:
+                out["windows"] = {"max_len": self.max_len, "stride": self.stride}
         out = {"task": self.kind, "data": str(path), "model": str(self.model_dir), **out}
         return out
 
