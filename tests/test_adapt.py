@@ -252,6 +252,25 @@ def test_dapt_interrupt_then_resume_is_bitwise_identical(tmp_path, monkeypatch, 
     assert _same_weights(tmp_path / "straight" / "model", tmp_path / "split" / "model")
 
 
+def test_dapt_unfreeze_every_trains_the_mlm_head_first(tmp_path, init):
+    """adapt.unfreeze_every=N: for N steps only the MLM head moves (the encoder, and the
+    embeddings the head's decoder may share, stay bitwise); after 2N steps the top layer
+    has moved too, the bottom layer and the embeddings still have not (tiny: 2 layers)."""
+    def changed_after(steps):
+        run = dapt_run(tmp_path, init, max_steps=steps, weight_decay=0.1)
+        run["adapt"] = {"unfreeze_every": 3}
+        out = tmp_path / f"dapt-{steps}"
+        adapt_mod.dapt(run, out)
+        before, after = read_weights(init), read_weights(out / "model")
+        return _changed({k: before[k] for k in after if k in before}, after)
+
+    head_only = changed_after(3)
+    assert head_only and not any(k.startswith("model.") for k in head_only)
+    top = changed_after(5)
+    assert any(".layers.1." in k for k in top)
+    assert not any(".layers.0." in k or ".embeddings." in k for k in top)
+
+
 def test_dapt_needs_an_init_checkpoint(tmp_path, capsys):
     domain = write_domain_text(tmp_path / "d.txt", DOMAIN_WORDS)
     assert main(["adapt", "dapt", "--corpus", str(domain), "--output", str(tmp_path / "o")]) == 2

@@ -47,7 +47,10 @@ def _register_dapt(cmds) -> None:
             "OUTPUT/init, the adapted model (with its tokenizer) to OUTPUT/model.\n"
             "Config sections (all optional with these flags): init; data (train, eval,\n"
             "max_len=128, mlm_probability, whole_word_mask); train (defaults here: lr=1e-4,\n"
-            "warmup_ratio=0.06, max_steps=1000); adapt (extend_vocab, min_word_count=2).\n"
+            "warmup_ratio=0.06, max_steps=1000); adapt (extend_vocab, min_word_count=2,\n"
+            "unfreeze_every=0: with N > 0 only the MLM head trains for the first N steps, then\n"
+            "one more encoder layer from the top every N steps, the embeddings last; use it\n"
+            "when the head is new, so its random gradients do not disturb the encoder).\n"
             "Interrupt with Ctrl-C and continue exactly with --resume."),
         epilog="example: lanistr adapt dapt --init runs/minilm --corpus target.jsonl "
                "--extend-vocab 200 --set train.max_steps=300 --output runs/dapt",

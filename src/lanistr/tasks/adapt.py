@@ -71,10 +71,15 @@ class DaptOptions:
 
     extend_vocab: int = 0  # add the N most frequent domain words missing from the vocabulary
     min_word_count: int = 2  # ... that occur at least this often
+    # gradual unfreezing: the MLM head alone first (a converted encoder's head is new and
+    # random), then one more encoder layer from the top every N steps (0 = all from step 0)
+    unfreeze_every: int = 0
 
     def __post_init__(self) -> None:
         if self.extend_vocab < 0:
             raise ConfigError(f"adapt.extend_vocab={self.extend_vocab} must be >= 0")
+        if self.unfreeze_every < 0:
+            raise ConfigError(f"adapt.unfreeze_every={self.unfreeze_every} must be >= 0")
         if self.min_word_count < 1:
             raise ConfigError(f"adapt.min_word_count={self.min_word_count} must be >= 1")
 
@@ -213,6 +218,9 @@ def dapt(run: dict, output_dir: str | Path, resume: bool = False):
         raise ConfigError("data.tokenizer cannot be combined with adapt.extend_vocab (the "
                           "extended tokenizer is written beside the extended model)")
     ctx = start(train, output_dir)
+    if options.unfreeze_every and ctx.enabled:
+        raise ConfigError("adapt.unfreeze_every: gradual unfreezing is not supported under "
+                          "torchrun (DDP fixes the trainable parameters when it starts)")
     start_dir = init
     if options.extend_vocab:
         start_dir = str(output_dir / "init")
@@ -224,6 +232,8 @@ def dapt(run: dict, output_dir: str | Path, resume: bool = False):
     torch.manual_seed(train.seed)
     model = build_mlm_model({}, tokenizer, data, start_dir)
     task = build_mlm_task(data, tokenizer, output_dir, ctx, train.seed, train.batch_size)
+    if options.unfreeze_every:
+        task.unfreezing = GradualUnfreezing(model, options.unfreeze_every)
     if ctx.is_main:
         log.info("domain-adaptive pretraining of %s: %s, %.2fM parameters, vocabulary %d",
                  init, type(model).__name__, model.num_parameters() / 1e6, tokenizer.vocab_size)

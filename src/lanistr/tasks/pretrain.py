@@ -55,6 +55,7 @@ class MLMTask(Task):
     """MLM loss over masked positions (sparse head: logits only where predicted), plus NSP."""
 
     best_metric = None
+    unfreezing = None  # a GradualUnfreezing schedule (continued pretraining), applied per step
 
     def __init__(self, dataset, collator: MLMCollator, eval_dataset=None, eval_batch_size: int = 32,
                  eval_max_examples: int = 512, tokenizer: Tokenizer | None = None):
@@ -70,6 +71,10 @@ class MLMTask(Task):
 
     def collate(self, indices, epoch):
         return self.collator([self.dataset[i] for i in indices], indices, epoch)
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        if self.unfreezing is not None:
+            self.unfreezing.apply(step)
 
     def counts(self, batch):
         out = {"mlm": float((batch["mlm_labels"] != IGNORE).sum())}
