@@ -82,6 +82,9 @@ def parse_args(argv=None):
     p.add_argument("--redo", nargs="*", default=[], metavar="DATASET/SYSTEM",
                    help="run these pairs again even if OUTPUT.json has them")
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes")
+    p.add_argument("--fill-windows", action="store_true",
+                   help="also evaluate kept classification rows with all windows (`lanistr "
+                        "evaluate --windows`) where their model directory is still there")
     return p.parse_args(argv)
 
 
@@ -246,7 +249,7 @@ def lanistr_run(system: str, kind: str, train: Path, args, work: Path, minilm: P
     run = {"task": kind, "data": {"train": str(train), "max_len": max_len},
            "train": {"epochs": args.epochs, "batch_size": 16, "warmup_ratio": 0.06,
                      "eval_every": 0, "save_every": 0, "keep_last": 1, "progress": False,
-                     "num_threads": args.threads, "seed": 0}}
+                     "num_threads": args.threads, "seed": 0, "overwrite_output": True}}
     if system == "lanistr-scratch":
         tok = work / f"tokenizer-{train.parent.name}"
         if not (tok / "tokenizer.json").is_file():
@@ -335,11 +338,25 @@ def run_lanistr(system, name, kind, train, test, args, work, minilm) -> dict:
     eval_s = time.perf_counter() - t
     acc = m["accuracy"] if kind == "classify" else m["token_accuracy"]
     f1 = m["macro_f1"] if kind == "classify" else m["tag_macro_f1"]
-    return {"system": system, "name": system, "accuracy": acc, "macro_f1": f1,
-            "train_s": train_s, "eval_s": eval_s, "steps": steps, "threads": threads,
-            "lr": run["train"]["lr"], "budget_min": minutes,
-            "epochs": steps / plan["steps_per_epoch"], **plan, "metrics": m,
-            "stop": proc.stdout.strip().splitlines()[-2] if proc.stdout.strip() else ""}
+    row = {"system": system, "name": system, "accuracy": acc, "macro_f1": f1,
+           "train_s": train_s, "eval_s": eval_s, "steps": steps, "threads": threads,
+           "lr": run["train"]["lr"], "budget_min": minutes, "model": str(out / "model"),
+           "epochs": steps / plan["steps_per_epoch"], **plan, "metrics": m,
+           "stop": proc.stdout.strip().splitlines()[-2] if proc.stdout.strip() else ""}
+    if kind == "classify":
+        row["windows"] = evaluate_windows(out / "model", test)
+    return row
+
+
+def evaluate_windows(model: Path, test: Path) -> dict:
+    """The same model on the same test set, reading whole texts: the mean logits of all its
+    max_len windows, half a window apart (`lanistr evaluate --windows`)."""
+    from lanistr.tasks.finetune import Predictor
+
+    t = time.perf_counter()
+    m = Predictor(model, windows=True).evaluate_file(test)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "stride": m["windows"]["stride"],
+            "eval_s": time.perf_counter() - t}
 
 
 def _steps_done(run_dir: Path) -> int:
@@ -368,8 +385,12 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
              "for classification, no model selection (the last model is evaluated). "
              "Train time is wall time of `lanistr finetune` (loading and tokenising included) "
              "or of the baseline's fit.", "",
-             "| dataset | system | accuracy | macro-F1 | train time | steps (epochs) | test |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "*All windows*: the same fine-tuned model reading the whole test text (the mean "
+             "logits of all its max_len windows, half a window apart: `lanistr evaluate "
+             "--windows`); training is unchanged (first max_len tokens).", "",
+             "| dataset | system | accuracy | macro-F1 | all windows: acc. / macro-F1 | "
+             "train time | steps (epochs) | test |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     notes = []
     for name, rows in results.items():
         info = meta["datasets"][name]
@@ -377,16 +398,19 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
         base = next((r for r in rows if r["system"] == "baseline" and "accuracy" in r), None)
         for r in rows:
             if "skipped" in r:
-                lines.append(f"| {name} | {r['system']} | - | - | - | - | skipped |")
+                lines.append(f"| {name} | {r['system']} | - | - | - | - | - | skipped |")
                 notes.append(f"{name} / {r['system']}: skipped ({r['skipped']})")
                 continue
             label = r["name"] if r["system"] == "baseline" else r["system"]
             steps = (f"{r['steps']} ({r['epochs']:.2f})" if "steps" in r else "-")
+            w = r.get("windows")
+            windows = f"{w['accuracy']:.4f} / {w['macro_f1']:.4f}" if w else "-"
             lines.append(f"| {name} | {label} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-                         f"{_duration(r['train_s'])} | {steps} | {test} |")
+                         f"{windows} | {_duration(r['train_s'])} | {steps} | {test} |")
             if base is not None and r is not base and r["accuracy"] < base["accuracy"]:
                 notes.append(f"{name} / {r['system']}: below the baseline "
-                             f"({r['accuracy']:.4f} vs {base['accuracy']:.4f} accuracy)")
+                             f"({r['accuracy']:.4f} vs {base['accuracy']:.4f} accuracy"
+                             + (f"; all windows {w['accuracy']:.4f}" if w else "") + ")")
     lines += ["", "Accuracy is token accuracy for Brown, and macro-F1 there is over the 12 tags."]
     lines += ["", "Datasets: " + "; ".join(f"{n}: {meta['datasets'][n]['note']}"
                                            for n in results)]
@@ -463,6 +487,16 @@ def main(argv=None) -> int:
             done = [r for r in results[name] if r["system"] == system and "skipped" not in r]
             if done and f"{name}/{system}" not in args.redo:
                 print(f"  {system}: kept from {json_path.name}", flush=True)
+                row = done[0]
+                model = Path(row.get("model") or work / name / system / "model")
+                if (args.fill_windows and kind == "classify" and "windows" not in row
+                        and (model / "config.json").is_file()):
+                    row["windows"] = evaluate_windows(model, test)
+                    print(f"  {system}: all windows: accuracy {row['windows']['accuracy']:.4f}",
+                          flush=True)
+                    mine.add((name, system))
+                    results = merge_from_disk(json_path, results, mine, meta)
+                    save(args, json_path, results, meta)
                 continue
             results[name] = [r for r in results[name] if r["system"] != system]
             t = time.perf_counter()
@@ -479,13 +513,17 @@ def main(argv=None) -> int:
             shown = (f"accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}"
                      if "accuracy" in row else f"skipped: {row['skipped']}")
             print(f"  {system}: {shown} ({time.perf_counter() - t:.0f} s)", flush=True)
-            write_report(Path(args.output), results, meta)
-            _common.write_json("classification_quality", {
-                "meta": meta, "results": {n: [{k: v for k, v in r.items() if k != "metrics"}
-                                              for r in rows] for n, rows in results.items()}},
-                json_path)
+            save(args, json_path, results, meta)
     print(Path(args.output).read_text(encoding="utf-8"))
     return 0
+
+
+def save(args, json_path: Path, results: dict, meta: dict) -> None:
+    write_report(Path(args.output), results, meta)
+    _common.write_json("classification_quality", {
+        "meta": meta, "results": {n: [{k: v for k, v in r.items() if k != "metrics"}
+                                      for r in rows] for n, rows in results.items()}},
+        json_path)
 
 
 def merge_from_disk(json_path: Path, results: dict, mine: set, meta: dict) -> dict:

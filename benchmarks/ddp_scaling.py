@@ -55,7 +55,7 @@ def launch(nproc: int, output: Path, sets: list[str], timeout: int) -> dict:
            "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "-m", "lanistr", "pretrain", "--output", str(output),
+           f"--nproc-per-node={nproc}", "-m", "lanistr", "pretrain", "--overwrite", "--output", str(output),
            *sets]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

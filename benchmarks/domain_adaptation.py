@@ -82,13 +82,49 @@ class Bench:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def done(self, path: Path):
+    def done(self, path: Path, recipe: dict):
+        """The result kept in ``path`` if it was made with ``recipe``; a result made with
+        another recipe is moved aside (``*_superseded_N``, listed in the notes) and None
+        returned, so the run is redone."""
         f = path / "result.json"
-        return json.loads(f.read_text()) if f.is_file() else None
+        if not f.is_file():
+            return None
+        r = json.loads(f.read_text())
+        if r.get("recipe", self.first_recipe(path)) == recipe:
+            return r
+        n = 1 + len(list(path.parent.glob(f"{path.name}_superseded_*")))
+        path.rename(path.with_name(f"{path.name}_superseded_{n}"))
+        return None
 
-    def save(self, path: Path, result: dict) -> dict:
+    def first_recipe(self, path: Path) -> dict:
+        """The recipe of results written before recipes were recorded (first benchmark)."""
+        init, name = path.parts[-2], path.parts[-1]
+        lr = 1e-4 if init == "minilm" else 5e-4
+        dapt = {"dapt_steps": 100, "dapt_lr": lr, "dapt_unfreeze_every": 0}
+        if name == "dapt" or name.startswith("probe_after"):
+            return dapt
+        if name.startswith("probe"):
+            return {}
+        r = {"ft_steps": 60, "lr": lr, "seed": 0}
+        return {**r, **dapt} if name.startswith("dapt") else r
+
+    def recipe(self, init: str, method: str | None = None, seed: int = 0) -> dict:
+        """Everything a run's result depends on besides the data and the shared settings."""
+        a = self.args
+        minilm = init == "minilm"
+        dapt = {"dapt_steps": a.dapt_steps_minilm if minilm else a.dapt_steps_own,
+                "dapt_lr": self.lr(init),
+                "dapt_unfreeze_every": a.dapt_unfreeze_every_minilm if minilm else 0}
+        if method is None:
+            return dapt
+        r = {"ft_steps": a.ft_steps_minilm if minilm else a.ft_steps_own, "lr": self.lr(init),
+             "seed": seed}
+        return {**r, **dapt} if method.startswith("dapt") else r
+
+    def save(self, path: Path, result: dict, recipe: dict) -> dict:
         from lanistr.io import write_json
 
+        result["recipe"] = recipe
         write_json(path / "result.json", result)
         return result
 
@@ -135,7 +171,8 @@ class Bench:
 
     def probe(self, task: str, init: str, model: Path, name: str) -> dict:
         out = self.work / task / init / f"probe_{name}"
-        if (r := self.done(out)) is not None:
+        recipe = self.recipe(init) if name.startswith("after") else {}
+        if (r := self.done(out, recipe)) is not None:
             return r
         self.fresh(out)
         ext = "conll" if task.startswith("brown") else "jsonl"
@@ -149,18 +186,20 @@ class Bench:
         r = json.loads((out / "probe.json").read_text())
         r["wall_s"] = wall
         log(f"{task}/{init}: domain probe {name}: {r['accuracy']:.4f}")
-        return self.save(out, r)
+        return self.save(out, r, recipe)
 
     def dapt(self, task: str, init: str, model: Path) -> tuple[Path, dict]:
         out = self.work / task / init / "dapt"
-        if (r := self.done(out)) is not None:
+        recipe = self.recipe(init)
+        if (r := self.done(out, recipe)) is not None:
             return out / "model", r
         self.fresh(out)
         wall = lanistr(["adapt", "dapt", "--init", str(model), "--corpus",
                         str(self.splits / task / "dapt_corpus.txt"), "--output", str(out)]
-                       + sets({"train.max_steps": self.args.dapt_steps,
+                       + sets({"train.max_steps": recipe["dapt_steps"],
                                "train.batch_size": self.args.batch_size,
-                               "train.lr": self.lr(init), "train.num_threads": 1,
+                               "train.lr": recipe["dapt_lr"], "train.num_threads": 1,
+                               "adapt.unfreeze_every": recipe["dapt_unfreeze_every"],
                                "train.eval_every": 0, "train.progress": False,
                                "train.save_every": 10_000, "data.max_len": 128}),
                        out / "log.txt")
@@ -172,11 +211,12 @@ class Bench:
         shutil.rmtree(out / "cache", ignore_errors=True)
         log(f"{task}/{init}: DAPT {r['steps']} steps, MLM loss {r['mlm_loss_first']:.3f} -> "
             f"{r['mlm_loss_last']:.3f} ({wall / 60:.1f} min)")
-        return out / "model", self.save(out, r)
+        return out / "model", self.save(out, r, recipe)
 
-    def finetune(self, task: str, init: str, method: str, model: Path) -> dict:
-        out = self.work / task / init / method
-        if (r := self.done(out)) is not None:
+    def finetune(self, task: str, init: str, method: str, model: Path, seed: int) -> dict:
+        out = self.work / task / init / (method if seed == 0 else f"{method}-seed{seed}")
+        recipe = self.recipe(init, method, seed)
+        if (r := self.done(out, recipe)) is not None:
             return r
         self.fresh(out)
         tag = task.startswith("brown")
@@ -186,8 +226,8 @@ class Bench:
                   "data.train": str(d / f"source_train.{ext}"),
                   "data.test": str(d / f"target_test.{ext}"), "data.max_len": 128,
                   "finetune.freeze_embeddings": True,
-                  "train.max_steps": self.args.ft_steps, "train.epochs": 0,
-                  "train.batch_size": self.args.batch_size, "train.lr": self.lr(init),
+                  "train.max_steps": recipe["ft_steps"], "train.epochs": 0, "train.seed": seed,
+                  "train.batch_size": self.args.batch_size, "train.lr": recipe["lr"],
                   "train.warmup_ratio": 0.1, "train.num_threads": 1, "train.eval_every": 0,
                   "train.save_every": 10_000, "train.progress": False}
         dann = method.endswith("dann")
@@ -209,11 +249,22 @@ class Bench:
         if dann:
             r["domain_accuracy"] = json.loads(
                 (out / "domain_metrics.json").read_text())["domain_accuracy"]
+        # in-domain reference: the same model on labelled *source* test data
+        lanistr(["evaluate", "--model", str(out / "model"), "--data",
+                 str(d / f"source_test.{ext}"), "--output", str(out / "source_metrics.json"),
+                 "--no-progress"], out / "source_eval.txt")
+        r["source_value"] = json.loads((out / "source_metrics.json").read_text())[metric]
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         shutil.rmtree(out / "model", ignore_errors=True)  # weights are not kept, only numbers
-        log(f"{task}/{init}: {METHOD_NAMES[method]}: target {metric} {r['value']:.4f} "
-            f"({r['steps']} steps, {wall / 60:.1f} min)")
-        return self.save(out, r)
+        log(f"{task}/{init}: {METHOD_NAMES[method]} (seed {seed}): target {metric} "
+            f"{r['value']:.4f}, source {r['source_value']:.4f} ({r['steps']} steps, "
+            f"{wall / 60:.1f} min)")
+        return self.save(out, r, recipe)
+
+    def seeds_on_disk(self, task: str, init: str) -> set[int]:
+        """Seeds of earlier invocations (``METHOD-seedN`` runs), so a report has them all."""
+        return {int(d.name.rsplit("-seed", 1)[1]) for d in (self.work / task / init).glob("*-seed*")
+                if d.name.rsplit("-seed", 1)[1].isdigit() and (d / "result.json").is_file()}
 
     # -- the grid --------------------------------------------------------------------------
 
@@ -236,10 +287,12 @@ class Bench:
                     res["probe_before"] = self.probe(task, name, model, "before")
                     dapt_model, res["dapt"] = self.dapt(task, name, model)
                     res["probe_after"] = self.probe(task, name, dapt_model, "after_dapt")
-                    for method in METHODS:
-                        start = dapt_model if method.startswith("dapt") else model
-                        res[method] = self.finetune(task, name, method, start)
-                        self.write()
+                    for seed in sorted(set(self.args.seeds) | self.seeds_on_disk(task, name)):
+                        for method in METHODS:
+                            start = dapt_model if method.startswith("dapt") else model
+                            runs = res.setdefault(method, {})
+                            runs[str(seed)] = self.finetune(task, name, method, start, seed)
+                            self.write()
                 except RuntimeError as exc:
                     log(f"{task}/{name}: FAILED: {exc}")
                     res["error"] = str(exc)
@@ -286,14 +339,23 @@ class Bench:
             f"{a.brown_train} unlabelled target sentences, {a.brown_test} target test "
             "sentences.",
             f"* Fine-tuning (all four systems): `max_len` 128, batch {a.batch_size}, "
-            f"{a.ft_steps} steps, AdamW, warmup 10 % + linear decay, lr {a.lr_minilm} "
-            f"(MiniLM) / {a.lr_own} (own), embeddings frozen, no model selection (last "
-            "model), one evaluation on the target test set.",
+            f"{a.ft_steps_minilm} steps (MiniLM) / {a.ft_steps_own} steps (own), AdamW, "
+            f"warmup 10 % + linear decay, lr {a.lr_minilm:g} (MiniLM) / {a.lr_own:g} (own), "
+            "embeddings frozen, no model selection (last model), one evaluation on the target "
+            "test set and one on the labelled *source* test set (*source*: the in-domain "
+            "reference; the gap to the target score is the cost of the domain shift). The own "
+            "encoder's steps and learning rate were chosen on that source test set alone "
+            "(`scripts/own_recipe_search.sh`; see the notes), never on target labels. Seeds: "
+            "a cell with several runs shows their mean and each value.",
             f"* DAPT: `lanistr adapt dapt` on `dapt_corpus.txt` = the text of the labelled "
             "source set + the unlabelled target set (both domains of the task), "
-            f"{a.dapt_steps} MLM steps of batch {a.batch_size} x 128 tokens, whole-word "
-            "masking 15 %, same lr as fine-tuning; MiniLM's MLM head is freshly initialised "
-            "(the converted checkpoint has none). No vocabulary extension in this table.",
+            f"{a.dapt_steps_minilm} (MiniLM) / {a.dapt_steps_own} (own) MLM steps of batch "
+            f"{a.batch_size} x 128 tokens, whole-word masking 15 %, same lr as fine-tuning. "
+            "MiniLM's MLM head is new (the converted checkpoint has none), so it trains alone "
+            f"for {a.dapt_unfreeze_every_minilm} steps and the encoder is unfrozen one layer "
+            f"every {a.dapt_unfreeze_every_minilm} steps from the top "
+            "(`adapt.unfreeze_every`); the own checkpoint keeps its pretrained head and trains "
+            "whole. No vocabulary extension in this table.",
             f"* DANN: `lanistr adapt dann`, each step {a.batch_size} labelled source + "
             f"{a.batch_size} unlabelled target sequences in one forward pass, MLP domain head "
             "on the pooled vector behind gradient reversal, domain-loss weight 1, reversal "
@@ -321,20 +383,28 @@ class Bench:
             for method in METHODS:
                 cells = []
                 for res in by_init.values():
-                    r = res.get(method)
-                    if not r:
+                    runs = list(res.get(method, {}).values())
+                    if not runs:
                         cells.append("not run" if "error" not in res else "failed")
                         continue
+                    r = runs[0]
                     steps = f"{r['steps']} steps"
                     if method.startswith("dapt") and res.get("dapt"):
                         steps = f"{res['dapt']['steps']} DAPT + {steps}"
                     if r.get("target_per_step"):
                         steps += f", +{r['target_per_step']} target seq/step"
-                    if r.get("domain_accuracy") is not None:
-                        steps += f"; dom. {r['domain_accuracy']:.2f}"
+                    doms = [x["domain_accuracy"] for x in runs if x.get("domain_accuracy") is not None]
+                    if doms:
+                        steps += f"; dom. {sum(doms) / len(doms):.2f}"
+                    sources = [x["source_value"] for x in runs if "source_value" in x]
+                    if sources:
+                        steps += f"; source {sum(sources) / len(sources):.3f}"
+                    value = f"{mean_value(runs):.4f}"
+                    if len(runs) > 1:
+                        value += (f" (mean of {len(runs)} seeds: "
+                                  + ", ".join(f"{x['value']:.3f}" for x in runs) + ")")
                     best = self._best(res, method)
-                    value = f"{r['value']:.4f}"
-                    cells.append(f"{'**' + value + '**' if best else value} ({steps})")
+                    cells.append(f"{'**' + value + '**' if best else value}; {steps}")
                 lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
             lines.append("")
             lines += ["| domain probe (held-out acc.) | " + " | ".join(INIT_NAMES[i] for i in by_init)
@@ -360,7 +430,8 @@ class Bench:
                 if not base:
                     continue
                 better = [METHOD_NAMES[m] for m in METHODS[1:]
-                          if res.get(m) and res[m]["value"] > base["value"]]
+                          if res.get(m) and mean_value(res[m].values()) > mean_value(
+                              base.values())]
                 beats.append(f"{INIT_NAMES[init]}: "
                              + (", ".join(better) if better else "no method")
                              + " beat source-only")
@@ -371,8 +442,8 @@ class Bench:
         return "\n".join(lines)
 
     def _best(self, res: dict, method: str) -> bool:
-        values = [res[m]["value"] for m in METHODS if res.get(m)]
-        return bool(values) and res[method]["value"] == max(values)
+        values = [mean_value(res[m].values()) for m in METHODS if res.get(m)]
+        return bool(values) and mean_value(res[method].values()) == max(values)
 
     def notes(self, info: dict) -> list[str]:
         notes = [
@@ -402,6 +473,16 @@ class Bench:
                          "which is why `dann.domain_lr_scale` (default 10) was added and the "
                          "DANN runs were redone (the change was made for that training-side "
                          "reason; the earlier target score is listed here so readers can judge).")
+        for old in sorted(self.work.glob("*/*/*_superseded_*/result.json")):
+            r = json.loads(old.read_text())
+            task, init, name = old.parts[-4:-1]
+            recipe = r.get("recipe") or self.first_recipe(old.parent.with_name(
+                name.split("_superseded_")[0]))
+            shown = (f"target {r['metric']} {r['value']:.4f}" if "metric" in r else
+                     f"accuracy {r['accuracy']:.4f}" if "accuracy" in r else
+                     f"MLM loss {r['mlm_loss_first']:.3f} -> {r['mlm_loss_last']:.3f}")
+            notes.append(f"* Earlier recipe, superseded, kept for the record: {task}/{init}/"
+                         f"{name}: {shown} (recipe {json.dumps(recipe)}).")
         own = Path(self.args.own) / "config.json"
         if own.is_file():
             log_file = Path(self.args.own).parent / "train.log"
@@ -411,6 +492,11 @@ class Bench:
                     notes.append("* Own pretraining, last logged evaluation: "
                                  f"`{last[0].split(' ', 2)[-1]}`.")
         return notes
+
+
+def mean_value(runs) -> float:
+    values = [r["value"] for r in runs]
+    return sum(values) / len(values)
 
 
 def main(argv=None) -> int:
@@ -423,8 +509,17 @@ def main(argv=None) -> int:
                    help="own pretraining checkpoint")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--inits", nargs="+", default=["minilm", "own"], choices=["minilm", "own"])
-    p.add_argument("--ft-steps", type=int, default=60)
-    p.add_argument("--dapt-steps", type=int, default=100)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="fine-tuning seeds (runs of other seeds already on disk are reported too)")
+    p.add_argument("--ft-steps-minilm", type=int, default=60)
+    p.add_argument("--ft-steps-own", type=int, default=300,
+                   help="the own encoder needs more steps: chosen on source-domain held-out "
+                        "accuracy (scripts/own_recipe_search.sh), never on target labels")
+    p.add_argument("--dapt-steps-minilm", type=int, default=200)
+    p.add_argument("--dapt-steps-own", type=int, default=300)
+    p.add_argument("--dapt-unfreeze-every-minilm", type=int, default=20,
+                   help="MiniLM's MLM head is new: it trains alone for N steps, then one more "
+                        "layer every N steps (adapt.unfreeze_every)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr-minilm", type=float, default=1e-4)
     p.add_argument("--lr-own", type=float, default=5e-4)

@@ -79,7 +79,7 @@ def run_config(system: str, args, train: Path, test: Path) -> dict:
             "doc_layers": 1})
         data["max_len"] = 128
     return {"task": "classify", "init": args.minilm, "model": model, "data": data,
-            "train": {"epochs": args.epochs, "batch_size": 16, "lr": 1e-4,
+            "train": {"epochs": args.epochs, "batch_size": 16, "lr": 1e-4, "overwrite_output": True,
                       "warmup_ratio": 0.06, "eval_every": 0, "save_every": 0, "keep_last": 1,
                       "progress": False, "num_threads": args.threads, "seed": 0}}
 

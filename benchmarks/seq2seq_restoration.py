@@ -108,7 +108,7 @@ def train(args) -> int:
     settings = run_config(args.encoder, args.minutes, args.threads, not args.no_copy)
     config.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     argv = ["finetune", "--config", str(config), "--output", str(out)]
-    return main(argv + (["--resume"] if args.resume else []))
+    return main(argv + (["--resume"] if args.resume else ["--overwrite"]))
 
 
 # --------------------------------------------------------------------------- report

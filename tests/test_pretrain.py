@@ -68,6 +68,40 @@ def test_interrupt_then_resume_is_bitwise_identical(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_fresh_run_into_another_runs_directory_is_refused_or_replaced(tmp_path, capsys):
+    """Without --resume, an output directory holding another run's metrics/checkpoints is
+    refused (its checkpoints stay), and --overwrite replaces them: the new metrics.csv holds
+    only the new run and no old checkpoint outranks the new ones."""
+    sets = pretrain_sets(tmp_path, max_steps=6, batch_size=4, save_every=6, eval_every=0)
+    args = ["pretrain", "--output", str(tmp_path / "run")]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    old = read_weights(tmp_path / "run" / "checkpoints" / "step-0000006")
+    assert main(args + ["--set", "train.max_steps=4", "--set", "train.save_every=4"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000006"]
+    assert torch.equal(next(iter(old.values())), next(iter(read_weights(
+        tmp_path / "run" / "checkpoints" / "step-0000006").values())))
+    assert main(args + ["--overwrite", "--set", "train.max_steps=4",
+                        "--set", "train.save_every=4"]) == 0
+    assert len(read_metric(tmp_path / "run", "loss")) == 4
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000004"]
+
+
+def test_resume_drops_metrics_logged_after_the_last_checkpoint(tmp_path):
+    """A run killed between checkpoints logged steps the resumed run redoes: those rows go."""
+    sets = pretrain_sets(tmp_path, max_steps=6, batch_size=4, save_every=3, eval_every=0,
+                         log_every=1)
+    pretrain_mod.pretrain(run_config(sets), tmp_path / "straight")
+    pretrain_mod.pretrain(run_config(sets), tmp_path / "killed")
+    import shutil
+
+    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "step-0000006")  # "killed" after 5
+    pretrain_mod.pretrain(run_config(sets), tmp_path / "killed", resume=True)
+    assert read_metric(tmp_path / "killed", "loss") == read_metric(tmp_path / "straight", "loss")
+
+
 def test_nan_loss_stops_and_leaves_the_last_checkpoint_intact(tmp_path, monkeypatch):
     sets = pretrain_sets(tmp_path, max_steps=6, batch_size=4, save_every=2, eval_every=0)
     original = pretrain_mod.MLMTask.loss_sums

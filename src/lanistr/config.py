@@ -423,6 +423,9 @@ class TrainConfig:
     eval_batches: int = 0
     eval_at_start: bool = False  # also evaluate the untrained model (step 0)
     progress: bool = True
+    # a fresh run into an output directory that holds another run's metrics/checkpoints:
+    # False = refuse (continue it with --resume instead), True = replace them (--overwrite)
+    overwrite_output: bool = False
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
 

@@ -13,7 +13,15 @@ def add_run_args(parser, config_help: str, example_override: str,
                         help="output directory (checkpoints, logs, model)")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from the latest checkpoint in --output")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace another run's metrics and checkpoints in --output "
+                             "(without it, a fresh run there is refused)")
     if no_truncate:
         parser.add_argument("--no-truncate", action="store_true",
                             help="fail on an example longer than data.max_len instead of "
                                  "cutting it")
+
+
+def run_sets(args) -> list[str]:
+    """The ``--set`` overrides of a training command, with the ones its flags imply."""
+    return [*args.set, *(["train.overwrite_output=true"] if args.overwrite else [])]

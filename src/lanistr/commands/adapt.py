@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lanistr.commands import add_run_args
+from lanistr.commands import add_run_args, run_sets
 
 DAPT_SECTIONS = {"init", "data", "train", "adapt"}
 DANN_SECTIONS = {"task", "init", "model", "data", "finetune", "dann", "train"}
@@ -127,7 +127,7 @@ def run_dapt(args) -> int:
     from lanistr.tasks.adapt import dapt
     from lanistr.tasks.runner import load_run_config
 
-    sets = list(args.set)
+    sets = run_sets(args)
     if args.init:
         sets.append(f"init={args.init}")
     if args.corpus:
@@ -169,7 +169,7 @@ def run_dann(args) -> int:
     from lanistr.tasks.adapt import dann
     from lanistr.tasks.runner import load_run_config
 
-    run = load_run_config(args.config, args.set, DANN_SECTIONS)
+    run = load_run_config(args.config, run_sets(args), DANN_SECTIONS)
     result = dann(run, args.output, resume=args.resume, truncate=not args.no_truncate)
     if result.eval_metrics:
         print("source held-out: " + ", ".join(f"{k[5:]}={v:.4f}"

@@ -148,7 +148,7 @@ def _pretrain(args, out: Path, files, tokenizer_dir: Path):
         "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 30, "max_steps": 3000,
                   "max_minutes": args.pretrain_minutes, "eval_every": 0, "save_every": 0,
                   "keep_last": 1, "log_every": 5, "seed": args.seed,
-                  "num_threads": args.threads},
+                  "num_threads": args.threads, "overwrite_output": True},
     }
     return pretrain(run, out / "pretrain")
 
@@ -163,7 +163,7 @@ def _finetune(args, out: Path, init: Path, train: Path):
         "train": {"epochs": 3, "batch_size": 16, "lr": FINETUNE_LR, "warmup_ratio": 0.1,
                   "max_minutes": args.finetune_minutes, "eval_every": 0, "save_every": 0,
                   "keep_last": 1, "log_every": 5, "seed": args.seed,
-                  "num_threads": args.threads},
+                  "num_threads": args.threads, "overwrite_output": True},
     }
     return finetune(run, out / "finetune")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lanistr.commands import add_run_args
+from lanistr.commands import add_run_args, run_sets
 
 SECTIONS = {"task", "init", "model", "data", "finetune", "train"}
 
@@ -35,7 +35,7 @@ def run(args) -> int:
     from lanistr.tasks.finetune import finetune
     from lanistr.tasks.runner import load_run_config
 
-    data = load_run_config(args.config, args.set, SECTIONS)
+    data = load_run_config(args.config, run_sets(args), SECTIONS)
     result = finetune(data, args.output, resume=args.resume, truncate=not args.no_truncate)
     for path, (cut, total) in result.truncated.items():
         if cut:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lanistr.commands import add_run_args
+from lanistr.commands import add_run_args, run_sets
 
 SECTIONS = {"model", "data", "train", "init"}
 
@@ -29,7 +29,7 @@ def run(args) -> int:
     from lanistr.tasks.pretrain import pretrain
     from lanistr.tasks.runner import load_run_config
 
-    data = load_run_config(args.config, args.set, SECTIONS)
+    data = load_run_config(args.config, run_sets(args), SECTIONS)
     result = pretrain(data, args.output, resume=args.resume)
     if result.metrics:
         print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in result.metrics.items()))

@@ -62,8 +62,10 @@ def run_training(model, task: Task, train: TrainConfig, output_dir: str | Path, 
     trainer = Trainer(model, task, train, output_dir, ctx, run_config=run_config)
     if ctx.is_main and run_config is not None:
         write_text(output_dir / "run_config.yaml", dump_yaml(run_config))
-    if resume and not trainer.resume():
+    resumed = resume and trainer.resume()
+    if resume and not resumed:
         log.warning("--resume: no checkpoint in %s, starting from scratch", trainer.checkpoint_root)
+    trainer.prepare_output(resumed, replace=resume or train.overwrite_output)
     try:
         state = trainer.fit()
         metrics = state.history[-1] if state.history else {}

@@ -39,7 +39,7 @@ from torch import nn
 
 from lanistr.config import TrainConfig, to_dict
 from lanistr.distributed import DistContext
-from lanistr.errors import CheckpointError, TrainingError
+from lanistr.errors import CheckpointError, ConfigError, TrainingError
 from lanistr.io import atomic_path, write_json
 
 log = logging.getLogger("lanistr")
@@ -499,6 +499,42 @@ class Trainer:
         ckpts = sorted(self.checkpoint_root.glob("step-*"))
         for old in ckpts[:-self.train.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+    def prepare_output(self, resumed: bool, replace: bool) -> None:
+        """Make the output directory hold this run's history only. Resumed at step N: drop
+        the rows of ``metrics.csv`` after N (logged by the interrupted run past its last
+        checkpoint). A fresh start where another run left metrics or checkpoints: refuse
+        (ConfigError) unless ``replace``, then remove them, so old checkpoints cannot
+        outrank new ones and old metrics are not mixed into the new log."""
+        metrics = self.output_dir / "metrics.csv"
+        if resumed:
+            if self.ctx.is_main and metrics.is_file():
+                with metrics.open(newline="", encoding="utf-8") as fh:
+                    rows = list(csv.reader(fh))
+                kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.state.step]
+                if len(kept) < len(rows):
+                    with atomic_path(metrics) as tmp, tmp.open("w", newline="",
+                                                               encoding="utf-8") as fh:
+                        csv.writer(fh).writerows(kept)
+            self.ctx.barrier()
+            return
+        previous = [p for p in (metrics, self.checkpoint_root, self.output_dir / "best",
+                                self.output_dir / "tensorboard") if p.exists()]
+        if not previous:
+            return
+        names = ", ".join(p.name for p in previous)
+        if not replace:
+            raise ConfigError(f"{self.output_dir} already holds a training run ({names}): "
+                              "continue it with --resume, choose another --output, or "
+                              "replace it with --overwrite")
+        if self.ctx.is_main:
+            log.warning("replacing the previous run in %s (%s)", self.output_dir, names)
+            for p in previous:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        self.ctx.barrier()
 
     def latest_checkpoint(self) -> Path | None:
         ckpts = sorted(p for p in self.checkpoint_root.glob("step-*")
