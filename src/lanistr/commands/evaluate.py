@@ -67,7 +67,9 @@ def report(m: dict) -> str:
     if m["task"] == "classify":
         lines.append(f"{m['examples']} examples: accuracy {m['accuracy']:.4f}, macro-F1 "
                      f"{m['macro_f1']:.4f}, loss {m['loss']:.4f}"
-                     + (f" ({m['truncated']} truncated)" if m.get("truncated") else ""))
+                     + (f" ({m['truncated']} truncated)" if m.get("truncated") else "")
+                     + (f" (long texts: all {m['windows']['max_len']}-token windows, "
+                        f"{m['windows']['stride']} apart)" if m.get("windows") else ""))
         per = m["per_class"]
     else:
         lines.append(f"{m['sentences']} sentences, {m['tokens']} words: token accuracy "
