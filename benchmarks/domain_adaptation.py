@@ -105,10 +105,10 @@ class Bench:
             return dapt
         if name.startswith("probe"):
             return {}
-        r = {"ft_steps": 60, "lr": lr, "seed": 0}
+        r = {"ft_steps": 60, "lr": lr, "freeze_embeddings": True, "seed": 0}
         return {**r, **dapt} if name.startswith("dapt") else r
 
-    def recipe(self, init: str, method: str | None = None, seed: int = 0) -> dict:
+    def recipe(self, task: str, init: str, method: str | None = None, seed: int = 0) -> dict:
         """Everything a run's result depends on besides the data and the shared settings."""
         a = self.args
         minilm = init == "minilm"
@@ -117,8 +117,12 @@ class Bench:
                 "dapt_unfreeze_every": a.dapt_unfreeze_every_minilm if minilm else 0}
         if method is None:
             return dapt
-        r = {"ft_steps": a.ft_steps_minilm if minilm else a.ft_steps_own, "lr": self.lr(init),
-             "seed": seed}
+        if minilm:
+            r = {"ft_steps": a.ft_steps_minilm, "lr": a.lr_minilm, "freeze_embeddings": True}
+        else:
+            lr, steps, freeze = a.own_recipe.get(task, a.own_recipe["default"])
+            r = {"ft_steps": steps, "lr": lr, "freeze_embeddings": freeze}
+        r["seed"] = seed
         return {**r, **dapt} if method.startswith("dapt") else r
 
     def save(self, path: Path, result: dict, recipe: dict) -> dict:
@@ -171,7 +175,7 @@ class Bench:
 
     def probe(self, task: str, init: str, model: Path, name: str) -> dict:
         out = self.work / task / init / f"probe_{name}"
-        recipe = self.recipe(init) if name.startswith("after") else {}
+        recipe = self.recipe(task, init) if name.startswith("after") else {}
         if (r := self.done(out, recipe)) is not None:
             return r
         self.fresh(out)
@@ -190,7 +194,7 @@ class Bench:
 
     def dapt(self, task: str, init: str, model: Path) -> tuple[Path, dict]:
         out = self.work / task / init / "dapt"
-        recipe = self.recipe(init)
+        recipe = self.recipe(task, init)
         if (r := self.done(out, recipe)) is not None:
             return out / "model", r
         self.fresh(out)
@@ -215,7 +219,7 @@ class Bench:
 
     def finetune(self, task: str, init: str, method: str, model: Path, seed: int) -> dict:
         out = self.work / task / init / (method if seed == 0 else f"{method}-seed{seed}")
-        recipe = self.recipe(init, method, seed)
+        recipe = self.recipe(task, init, method, seed)
         if (r := self.done(out, recipe)) is not None:
             return r
         self.fresh(out)
@@ -225,7 +229,7 @@ class Bench:
         config = {"task": "tag" if tag else "classify", "init": str(model),
                   "data.train": str(d / f"source_train.{ext}"),
                   "data.test": str(d / f"target_test.{ext}"), "data.max_len": 128,
-                  "finetune.freeze_embeddings": True,
+                  "finetune.freeze_embeddings": recipe["freeze_embeddings"],
                   "train.max_steps": recipe["ft_steps"], "train.epochs": 0, "train.seed": seed,
                   "train.batch_size": self.args.batch_size, "train.lr": recipe["lr"],
                   "train.warmup_ratio": 0.1, "train.num_threads": 1, "train.eval_every": 0,
@@ -338,15 +342,18 @@ class Bench:
             f"split in half per domain; {a.brown_train} source training sentences, "
             f"{a.brown_train} unlabelled target sentences, {a.brown_test} target test "
             "sentences.",
-            f"* Fine-tuning (all four systems): `max_len` 128, batch {a.batch_size}, "
-            f"{a.ft_steps_minilm} steps (MiniLM) / {a.ft_steps_own} steps (own), AdamW, "
-            f"warmup 10 % + linear decay, lr {a.lr_minilm:g} (MiniLM) / {a.lr_own:g} (own), "
-            "embeddings frozen, no model selection (last model), one evaluation on the target "
-            "test set and one on the labelled *source* test set (*source*: the in-domain "
-            "reference; the gap to the target score is the cost of the domain shift). The own "
-            "encoder's steps and learning rate were chosen on that source test set alone "
-            "(`scripts/own_recipe_search.sh`; see the notes), never on target labels. Seeds: "
-            "a cell with several runs shows their mean and each value.",
+            f"* Fine-tuning (the same recipe for all four systems of a cell): `max_len` 128, "
+            f"batch {a.batch_size}, AdamW, warmup 10 % + linear decay, no model selection "
+            "(last model). MiniLM: "
+            f"{a.ft_steps_minilm} steps, lr {a.lr_minilm:g}, embeddings frozen. Own encoder, "
+            "per task (lr / steps / embeddings frozen): " + "; ".join(
+                f"{t}: {lr:g} / {st} / {'yes' if fr else 'no'}"
+                for t, (lr, st, fr) in a.own_recipe.items()) + ", chosen on the labelled "
+            "*source* test set alone (`scripts/own_recipe_search.sh`, all tried recipes in "
+            "`domain_adaptation_own_recipe.tsv`), never on target labels. Every run is scored "
+            "on the target test set and on the source test set (*source*: the in-domain "
+            "reference; its gap to the target score is the cost of the domain shift). Seeds: a "
+            "cell with several runs shows their mean and each value.",
             f"* DAPT: `lanistr adapt dapt` on `dapt_corpus.txt` = the text of the labelled "
             "source set + the unlabelled target set (both domains of the task), "
             f"{a.dapt_steps_minilm} (MiniLM) / {a.dapt_steps_own} (own) MLM steps of batch "
@@ -494,6 +501,20 @@ class Bench:
         return notes
 
 
+def parse_own_recipes(parser, items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        task, _, spec = item.partition("=")
+        try:
+            lr, steps, freeze = spec.split(":")
+            out[task] = (float(lr), int(steps), {"true": True, "false": False}[freeze.lower()])
+        except (ValueError, KeyError):
+            parser.error(f"--own-recipe {item!r}: expected TASK=LR:STEPS:true|false")
+    if "default" not in out:
+        parser.error("--own-recipe: give a default=LR:STEPS:FREEZE for the other tasks")
+    return out
+
+
 def mean_value(runs) -> float:
     values = [r["value"] for r in runs]
     return sum(values) / len(values)
@@ -512,9 +533,12 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="fine-tuning seeds (runs of other seeds already on disk are reported too)")
     p.add_argument("--ft-steps-minilm", type=int, default=60)
-    p.add_argument("--ft-steps-own", type=int, default=300,
-                   help="the own encoder needs more steps: chosen on source-domain held-out "
-                        "accuracy (scripts/own_recipe_search.sh), never on target labels")
+    p.add_argument("--own-recipe", nargs="+", metavar="TASK=LR:STEPS:FREEZE_EMBEDDINGS",
+                   default=["default=5e-4:300:true", "sci_talk=1e-3:300:false"],
+                   help="fine-tuning recipe of the own encoder per task (default: the best "
+                        "source-domain held-out accuracy of scripts/own_recipe_search.sh, "
+                        "benchmarks/results/domain_adaptation_own_recipe.tsv; never target "
+                        "labels); `default=` for tasks not named")
     p.add_argument("--dapt-steps-minilm", type=int, default=200)
     p.add_argument("--dapt-steps-own", type=int, default=300)
     p.add_argument("--dapt-unfreeze-every-minilm", type=int, default=20,
@@ -532,6 +556,7 @@ def main(argv=None) -> int:
     p.add_argument("--brown-test", type=int, default=1000)
     p.add_argument("--out", default=str(RESULTS / "domain_adaptation.md"))
     args = p.parse_args(argv)
+    args.own_recipe = parse_own_recipes(p, args.own_recipe)
     if "minilm" in args.inits:
         converted_minilm(args.minilm)
     Bench(args).run()

@@ -16,7 +16,7 @@ PY=${PY:-.venv/bin/python}
 OWN=${OWN:-runs/sotu-mini/model}
 SPLITS=${SPLITS:-runs/domain_adaptation/splits}
 WORK=${WORK:-runs/own_recipe_search}
-RECIPES=${RECIPES:-"5e-4:60:true 5e-4:300:true 1e-3:300:true 1e-3:300:false 2e-3:300:false"}
+RECIPES=${RECIPES-"5e-4:60:true 5e-4:300:true 1e-3:300:true 1e-3:300:false 2e-3:300:false"}
 OUT=benchmarks/results/domain_adaptation_own_recipe.tsv
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 tasks=("$@")
