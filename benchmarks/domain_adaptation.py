@@ -217,10 +217,13 @@ class Bench:
             f"{r['mlm_loss_last']:.3f} ({wall / 60:.1f} min)")
         return out / "model", self.save(out, r, recipe)
 
-    def finetune(self, task: str, init: str, method: str, model: Path, seed: int) -> dict:
+    def finetune(self, task: str, init: str, method: str, model: Path, seed: int,
+                 run: bool = True) -> dict | None:
+        """The result of one fine-tuning run (cached on disk); with ``run=False`` only a cached
+        result (None if there is none)."""
         out = self.work / task / init / (method if seed == 0 else f"{method}-seed{seed}")
         recipe = self.recipe(task, init, method, seed)
-        if (r := self.done(out, recipe)) is not None:
+        if (r := self.done(out, recipe)) is not None or not run:
             return r
         self.fresh(out)
         tag = task.startswith("brown")
@@ -291,11 +294,13 @@ class Bench:
                     res["probe_before"] = self.probe(task, name, model, "before")
                     dapt_model, res["dapt"] = self.dapt(task, name, model)
                     res["probe_after"] = self.probe(task, name, dapt_model, "after_dapt")
-                    for seed in sorted(set(self.args.seeds) | self.seeds_on_disk(task, name)):
+                    for seed in sorted({0, *self.args.seeds} | self.seeds_on_disk(task, name)):
                         for method in METHODS:
                             start = dapt_model if method.startswith("dapt") else model
-                            runs = res.setdefault(method, {})
-                            runs[str(seed)] = self.finetune(task, name, method, start, seed)
+                            asked = seed in self.args.seeds and method in self.args.methods
+                            r = self.finetune(task, name, method, start, seed, run=asked)
+                            if r is not None:
+                                res.setdefault(method, {})[str(seed)] = r
                             self.write()
                 except RuntimeError as exc:
                     log(f"{task}/{name}: FAILED: {exc}")
@@ -530,6 +535,8 @@ def main(argv=None) -> int:
                    help="own pretraining checkpoint")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--inits", nargs="+", default=["minilm", "own"], choices=["minilm", "own"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                   help="with --seeds: run the given seeds for these methods only")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="fine-tuning seeds (runs of other seeds already on disk are reported too)")
     p.add_argument("--ft-steps-minilm", type=int, default=60)
