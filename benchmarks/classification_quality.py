@@ -84,7 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--note", action="append", default=[], help="a line for the report's notes")
     p.add_argument("--full-test", action="store_true",
                    help="also score kept classification rows on the whole test set (the "
-                        "baseline refitted; lanistr models whose directory is still there)")
+                        "baseline refitted; lanistr models whose directory is still there; "
+                        "all windows too with --fill-windows)")
     p.add_argument("--fill-windows", action="store_true",
                    help="also evaluate kept classification rows with all windows (`lanistr "
                         "evaluate --windows`) where their model directory is still there")
@@ -351,9 +352,9 @@ def run_lanistr(system, name, kind, train, test, args, work, minilm) -> dict:
     return row
 
 
-def full_test(system: str, model: Path, train: Path, test: Path) -> dict:
+def full_test(system: str, model: Path, train: Path, test: Path, windows: bool) -> dict:
     """A kept system on the whole test set (not the subsample): the baseline refitted, a
-    lanistr model evaluated with truncation and with all windows."""
+    lanistr model evaluated with truncation (and with all windows if ``windows``)."""
     from lanistr.tasks.finetune import Predictor
 
     if system == "baseline":
@@ -361,8 +362,10 @@ def full_test(system: str, model: Path, train: Path, test: Path) -> dict:
         return {"examples": m["metrics"]["examples"], "accuracy": m["accuracy"],
                 "macro_f1": m["macro_f1"]}
     m = Predictor(model).evaluate_file(test)
-    return {"examples": m["examples"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-            "windows": evaluate_windows(model, test)}
+    out = {"examples": m["examples"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    if windows:
+        out["windows"] = evaluate_windows(model, test)
+    return out
 
 
 def evaluate_windows(model: Path, test: Path) -> dict:
@@ -528,7 +531,8 @@ def main(argv=None) -> int:
                     changed = True
                 if args.full_test and kind == "classify" and "full_test" not in row and (
                         system == "baseline" or (model / "config.json").is_file()):
-                    row["full_test"] = full_test(system, model, train, root / test_name)
+                    row["full_test"] = full_test(system, model, train, root / test_name,
+                                                 args.fill_windows)
                     print(f"  {system}: whole test set: {row['full_test']}", flush=True)
                     changed = True
                 if changed:
