@@ -78,8 +78,10 @@ def test_a_fresh_run_into_another_runs_directory_is_refused_or_replaced(tmp_path
         args += ["--set", s]
     assert main(args) == 0
     old = read_weights(tmp_path / "run" / "checkpoints" / "step-0000006")
+    old_config = (tmp_path / "run" / "run_config.yaml").read_text()
     assert main(args + ["--set", "train.max_steps=4", "--set", "train.save_every=4"]) == 2
     assert "already holds a training run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "run_config.yaml").read_text() == old_config
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000006"]
     assert torch.equal(next(iter(old.values())), next(iter(read_weights(
         tmp_path / "run" / "checkpoints" / "step-0000006").values())))

@@ -60,13 +60,15 @@ def run_training(model, task: Task, train: TrainConfig, output_dir: str | Path, 
     has an eval metric, else the last) and return the final evaluation."""
     output_dir = Path(output_dir)
     trainer = Trainer(model, task, train, output_dir, ctx, run_config=run_config)
-    if ctx.is_main and run_config is not None:
-        write_text(output_dir / "run_config.yaml", dump_yaml(run_config))
-    resumed = resume and trainer.resume()
-    if resume and not resumed:
-        log.warning("--resume: no checkpoint in %s, starting from scratch", trainer.checkpoint_root)
-    trainer.prepare_output(resumed, replace=resume or train.overwrite_output)
     try:
+        resumed = resume and trainer.resume()
+        if resume and not resumed:
+            log.warning("--resume: no checkpoint in %s, starting from scratch",
+                        trainer.checkpoint_root)
+        # before anything is written: a refused run leaves the other run's files as they were
+        trainer.prepare_output(resumed, replace=resume or train.overwrite_output)
+        if ctx.is_main and run_config is not None:
+            write_text(output_dir / "run_config.yaml", dump_yaml(run_config))
         state = trainer.fit()
         metrics = state.history[-1] if state.history else {}
         model_dir = output_dir / "model"
