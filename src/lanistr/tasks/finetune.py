@@ -294,20 +294,28 @@ def encode_segmented(tokenizer: Tokenizer, texts: Sequence[str], h) -> tuple[lis
     """Whole documents as overlapping ``[CLS] ... [SEP]`` segments (``HierarchicalConfig``
     ``h``): one (S, T) int32 array per text, -1 after a segment's end; and how many documents
     needed more than ``h.max_segments`` segments (their tail is dropped)."""
+    out, cut = [], 0
+    for segs, was_cut in document_segments(tokenizer, texts, h.segment_len, h.stride,
+                                           h.max_segments):
+        grid = np.full((len(segs), max(len(x) for x in segs)), -1, dtype=np.int32)
+        for j, seg in enumerate(segs):
+            grid[j, :len(seg)] = seg
+        out.append(grid)
+        cut += was_cut
+    return out, cut
+
+
+def document_segments(tokenizer: Tokenizer, texts: Sequence[str], segment_len: int, stride: int,
+                      max_segments: int | None = None):
+    """Per text, its overlapping ``[CLS] ... [SEP]`` segments (lists of ids) and whether more
+    than ``max_segments`` were needed (None: no limit, every token is kept)."""
     from lanistr.data.segments import split_into_segments
 
-    out, cut = [], 0
     for start in range(0, len(texts), _CHUNK):
         for ids, _ in tokenizer.encode_documents(list(texts[start:start + _CHUNK])):
-            segs, was_cut = split_into_segments(ids.tolist(), h.segment_len, h.stride,
-                                                h.max_segments, tokenizer.cls_id,
-                                                tokenizer.sep_id)
-            grid = np.full((len(segs), max(len(x) for x in segs)), -1, dtype=np.int32)
-            for j, seg in enumerate(segs):
-                grid[j, :len(seg)] = seg
-            out.append(grid)
-            cut += was_cut
-    return out, cut
+            limit = len(ids) + 1 if max_segments is None else max_segments
+            yield split_into_segments(ids.tolist(), segment_len, stride, limit,
+                                      tokenizer.cls_id, tokenizer.sep_id)
 
 
 def _pad_targets(targets: Sequence[np.ndarray], width: int) -> torch.Tensor:
@@ -898,17 +906,11 @@ class Predictor:
 
     def _classify_windows(self, texts: Sequence[str], batch_size: int,
                           progress: bool) -> np.ndarray:
-        from lanistr.data.segments import split_into_segments
-
         windows, owner = [], []
-        for start in range(0, len(texts), _CHUNK):
-            for j, (ids, _) in enumerate(
-                    self.tokenizer.encode_documents(list(texts[start:start + _CHUNK]))):
-                segs, _ = split_into_segments(ids.tolist(), self.max_len, self.stride,
-                                              len(ids) + 1, self.tokenizer.cls_id,
-                                              self.tokenizer.sep_id)
-                windows += [np.asarray(seg, dtype=np.int32) for seg in segs]
-                owner += [start + j] * len(segs)
+        for i, (segs, _) in enumerate(document_segments(self.tokenizer, texts, self.max_len,
+                                                        self.stride)):
+            windows += [np.asarray(seg, dtype=np.int32) for seg in segs]
+            owner += [i] * len(segs)
         owner_t = torch.tensor(owner, dtype=torch.long)
         sums = torch.zeros(len(texts), len(self.labels), dtype=torch.float64)
         order = np.argsort([len(x) for x in windows], kind="stable")
