@@ -25,3 +25,14 @@ def add_run_args(parser, config_help: str, example_override: str,
 def run_sets(args) -> list[str]:
     """The ``--set`` overrides of a training command, with the ones its flags imply."""
     return [*args.set, *(["train.overwrite_output=true"] if args.overwrite else [])]
+
+
+def add_windows_args(parser) -> None:
+    """``--windows`` / ``--stride`` of the commands that classify (evaluate, predict)."""
+    parser.add_argument("--windows", action="store_true",
+                        help="classify a text longer than the model's max_len from all its "
+                             "max_len windows (mean of their logits) instead of its first "
+                             "max_len tokens")
+    parser.add_argument("--stride", type=int,
+                        help="with --windows: tokens between window starts (default: half a "
+                             "window)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lanistr.commands import add_windows_args
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -26,11 +28,7 @@ def register(sub) -> None:
     p.add_argument("--text-pair-field", help="field holding the second text of a pair")
     p.add_argument("--label-field", help="field holding the label (classification)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
-    p.add_argument("--windows", action="store_true",
-                   help="classify a text longer than the model's max_len from all its max_len "
-                        "windows (mean of their logits) instead of its first max_len tokens")
-    p.add_argument("--stride", type=int,
-                   help="with --windows: tokens between window starts (default: half a window)")
+    add_windows_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

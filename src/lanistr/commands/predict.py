@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from lanistr.commands import add_windows_args
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -24,11 +26,7 @@ def register(sub) -> None:
     p.add_argument("--output", help="JSONL output file (default: stdout)")
     p.add_argument("--text-field", help="field holding the text in .jsonl/.csv/.tsv input")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    p.add_argument("--windows", action="store_true",
-                   help="classify a text longer than the model's max_len from all its max_len "
-                        "windows (mean of their logits) instead of its first max_len tokens")
-    p.add_argument("--stride", type=int,
-                   help="with --windows: tokens between window starts (default: half a window)")
+    add_windows_args(p)
     p.set_defaults(func=run)
 
 
