@@ -498,6 +498,7 @@ def test_windows_cli_and_bad_stride(classifier, tmp_path, capsys):
                  "rock " * 100]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["label"] == "stone"
-    assert main(["predict", "--model", str(classifier), "--windows", "--stride", "500",
-                 "rock"]) != 0
-    assert "stride must be between 1 and max_len - 2" in capsys.readouterr().err
+    for bad in ("500", "0"):
+        assert main(["predict", "--model", str(classifier), "--windows", "--stride", bad,
+                     "rock"]) != 0
+        assert "stride must be between 1 and max_len - 2" in capsys.readouterr().err

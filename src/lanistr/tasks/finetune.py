@@ -868,7 +868,7 @@ class Predictor:
         self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
         self.max_len = int(self.meta.get("max_len") or min(self.model.config.max_len, 512))
         self.windows = windows
-        self.stride = stride or max(1, (self.max_len - 2) // 2)
+        self.stride = max(1, (self.max_len - 2) // 2) if stride is None else stride
         if windows and (self.kind != "classify" or self.model.config.long == "hierarchical"):
             raise LanistrError(f"{self.model_dir}: windows are for classifiers of single texts "
                                "up to max_len (taggers split long sentences themselves; a "
