@@ -180,6 +180,7 @@ def calibrate(run: dict, threads: int, batches: int = 3) -> float:
     from lanistr.data.tokenizer import Tokenizer
     from lanistr.nn import LanistrForSequenceClassification, LanistrForTokenClassification
     from lanistr.tasks import finetune as ft
+    from lanistr.tasks import labelled
 
     torch.set_num_threads(threads)
     data, init = run["data"], run["init"]
@@ -187,17 +188,17 @@ def calibrate(run: dict, threads: int, batches: int = 3) -> float:
     b = run["train"]["batch_size"]
     rng = random.Random(1)
     if run["task"] == "classify":
-        texts, _, labels, _ = ft.read_labelled_texts(data["train"], "text", "label")
+        texts, _, labels, _ = labelled.read_labelled_texts(data["train"], "text", "label")
         pick = rng.sample(range(len(texts)), min(len(texts), b * (batches + 1)))
         label_set = sorted(set(labels))
-        ids, _, _ = ft.encode_texts(tokenizer, [texts[i] for i in pick], None, data["max_len"])
+        ids, _, _ = labelled.encode_texts(tokenizer, [texts[i] for i in pick], None, data["max_len"])
         targets = torch.tensor([label_set.index(labels[i]) for i in pick])
         cls = LanistrForSequenceClassification
     else:
         sentences = read_conll(data["train"])
         label_set = sorted({t for s in sentences for t in s.tags})
         pick = [sentences[i] for i in rng.sample(range(len(sentences)), b * (batches + 1))]
-        ids, tag_targets, _ = ft.encode_tagged(tokenizer, pick, label_set, data["max_len"])
+        ids, tag_targets, _ = labelled.encode_tagged(tokenizer, pick, label_set, data["max_len"])
         cls = LanistrForTokenClassification
     torch.manual_seed(0)
     model = ft.build_model(cls, init, run.get("model") or {}, tokenizer, label_set,
@@ -206,13 +207,13 @@ def calibrate(run: dict, threads: int, batches: int = 3) -> float:
     times = []
     for k in range(batches + 1):
         idx = list(range(k * b, (k + 1) * b))
-        batch = ft.pad_batch([ids[i] for i in idx], tokenizer.pad_id)
+        batch = labelled.pad_batch([ids[i] for i in idx], tokenizer.pad_id)
         start = time.perf_counter()
         logits = model(batch["input_ids"], batch["attention_mask"]).logits
         if run["task"] == "classify":
             loss = torch.nn.functional.cross_entropy(logits, targets[idx])
         else:
-            y = ft._pad_targets([tag_targets[i] for i in idx], logits.shape[1])
+            y = labelled.pad_targets([tag_targets[i] for i in idx], logits.shape[1])
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(),
                                                      ignore_index=-100)
         loss.backward()
@@ -302,7 +303,7 @@ def train_size(kind: str, train: Path) -> int:
 def run_lanistr(system, name, kind, train, test, args, work, minilm) -> dict:
     import yaml
 
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
 
     planned, reason = lanistr_run(system, kind, train, args, work, minilm)
     if planned is None:
@@ -355,7 +356,7 @@ def run_lanistr(system, name, kind, train, test, args, work, minilm) -> dict:
 def full_test(system: str, model: Path, train: Path, test: Path, windows: bool) -> dict:
     """A kept system on the whole test set (not the subsample): the baseline refitted, a
     lanistr model evaluated with truncation (and with all windows if ``windows``)."""
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
 
     if system == "baseline":
         m = baseline("classify", train, test)
@@ -371,7 +372,7 @@ def full_test(system: str, model: Path, train: Path, test: Path, windows: bool) 
 def evaluate_windows(model: Path, test: Path) -> dict:
     """The same model on the same test set, reading whole texts: the mean logits of all its
     max_len windows, half a window apart (`lanistr evaluate --windows`)."""
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
 
     t = time.perf_counter()
     m = Predictor(model, windows=True).evaluate_file(test)

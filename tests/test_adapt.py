@@ -343,7 +343,8 @@ def _toy_task(tmp_path, init, **dann):
     """A DANN task and model built the way `dann` builds them (no training)."""
     from lanistr.config import from_dict
     from lanistr.distributed import DistContext
-    from lanistr.tasks.finetune import TASKS, FinetuneDataConfig, FinetuneOptions, Setup
+    from lanistr.tasks.finetune import TASKS, Setup
+    from lanistr.tasks.run_config import FinetuneDataConfig, FinetuneOptions
 
     run = apply_overrides({}, dann_sets(tmp_path, init))
     data = from_dict(FinetuneDataConfig, run["data"], "data")

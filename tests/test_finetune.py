@@ -18,6 +18,7 @@ from lanistr.config import LanistrConfig, TrainConfig
 from lanistr.data.tokenizer import Tokenizer, train_tokenizer
 from lanistr.nn import LanistrForMaskedLM, LanistrForSequenceClassification
 from lanistr.tasks import finetune as ft
+from lanistr.tasks import labelled, objectives, param_groups, predict, run_config, runner
 
 FRUIT = "apple banana cherry grape lemon mango peach plum".split()
 STONE = "rock stone metal iron steel brick sand clay".split()
@@ -107,7 +108,7 @@ def tagger(toy):
 
 
 def test_tiny_classifier_learns_the_toy_set(classifier, toy):
-    predictor = ft.Predictor(classifier)
+    predictor = predict.Predictor(classifier)
     assert predictor.labels == ["fruit", "stone"]  # sorted training labels, in config.json
     assert json.loads((classifier / "config.json").read_text())["labels"] == ["fruit", "stone"]
     m = predictor.evaluate_file(toy["train"])
@@ -115,7 +116,7 @@ def test_tiny_classifier_learns_the_toy_set(classifier, toy):
 
 
 def test_tiny_tagger_learns_the_toy_set(tagger, toy):
-    predictor = ft.Predictor(tagger)
+    predictor = predict.Predictor(tagger)
     assert predictor.kind == "tag" and predictor.labels == ["F", "S"]
     m = predictor.evaluate_file(toy["conll"])
     assert m["token_accuracy"] == 1.0
@@ -143,7 +144,7 @@ def test_tag_labels_go_to_the_first_piece_of_each_word(toy, tmp_path):
     conll = tmp_path / "s.conll"
     conll.write_text(f"plum\tF\n{word}\tS\nrock\tS\n", encoding="utf-8")
     sentences = read_conll(conll)
-    ids, targets, cut = ft.encode_tagged(tok, sentences, ["F", "S"], 32)
+    ids, targets, cut = labelled.encode_tagged(tok, sentences, ["F", "S"], 32)
     expected = [-100]  # [CLS]
     for w, tag in (("plum", 0), (word, 1), ("rock", 1)):
         expected += [tag] + [-100] * (len(tok.tokenize(w)) - 1)
@@ -234,7 +235,7 @@ def test_predict_tags_every_whitespace_word(tagger, capsys):
 
 
 def test_tagger_tags_sentences_longer_than_max_len_in_chunks(tagger):
-    predictor = ft.Predictor(tagger)
+    predictor = predict.Predictor(tagger)
     words = [FRUIT[i % 8] if i % 3 else STONE[i % 8] for i in range(70)]  # > max_len 32
     tags, long = predictor.tag([words])
     assert long == 1 and tags[0] == ["F" if w in FRUIT else "S" for w in words]
@@ -322,7 +323,7 @@ def test_frozen_layers_stay_bitwise_unchanged(toy, tmp_path):
 
 def test_layer_lr_decay_scales_each_depth():
     model = LanistrForMaskedLM(LanistrConfig.from_name("tiny"))  # 2 layers
-    groups = ft.layer_decay_groups(model, 1.0, 0.01, 0.5)
+    groups = param_groups.layer_decay_groups(model, 1.0, 0.01, 0.5)
     by_name = {id(p): g["lr"] for g in groups for p in g["params"]}
     lr = {n: by_name[id(p)] for n, p in model.named_parameters()}
     assert lr["model.encoder.embeddings.token.weight"] == 0.125
@@ -339,13 +340,13 @@ def test_layer_lr_decay_scales_each_depth():
 def test_balanced_class_weights_weight_the_loss_and_its_count(toy):
     tok = Tokenizer.from_pretrained(toy["tok"])
     texts = ["plum", "rock", "iron", "sand"]
-    ids, types, _ = ft.encode_texts(tok, texts, None, 16)
-    data = ft.Encoded("x", [1, 2, 3, 4], ids, types, np.array([0, 1, 1, 1]))
+    ids, types, _ = labelled.encode_texts(tok, texts, None, 16)
+    data = labelled.Encoded("x", [1, 2, 3, 4], ids, types, np.array([0, 1, 1, 1]))
     meta = {}
-    plain = ft.ClassificationTask(data, None, ["fruit", "stone"], tok, ft.FinetuneOptions(), meta)
-    weighted = ft.ClassificationTask(data, None, ["fruit", "stone"], tok,
-                                     ft.FinetuneOptions(class_weights="balanced"), meta)
-    w = ft.balanced_weights([1, 3])
+    plain = objectives.ClassificationTask(data, None, ["fruit", "stone"], tok, run_config.FinetuneOptions(), meta)
+    weighted = objectives.ClassificationTask(data, None, ["fruit", "stone"], tok,
+                                     run_config.FinetuneOptions(class_weights="balanced"), meta)
+    w = labelled.balanced_weights([1, 3])
     np.testing.assert_allclose(w, [2.0, 2 / 3])  # n / (K * n_c), as scikit-learn
     model = ft.build_model(LanistrForSequenceClassification, "scratch", {"preset": "tiny"}, tok,
                            ["fruit", "stone"], 16).eval()
@@ -371,10 +372,10 @@ def test_balanced_class_weights_weight_the_loss_and_its_count(toy):
 def test_train_defaults_fill_only_what_the_config_leaves_out():
     from lanistr.tasks.runner import train_section
 
-    section = train_section({"train": {"lr": 1e-3}}, ft.default_train(pretrained=True))
+    section = train_section({"train": {"lr": 1e-3}}, runner.default_train(pretrained=True))
     assert section["lr"] == 1e-3 and section["epochs"] == 3.0 and section["max_steps"] == 0
     assert TrainConfig(**{k: v for k, v in section.items()}).batch_size == 16
-    assert ft.default_train(pretrained=False)["lr"] == ft.LR_SCRATCH
+    assert runner.default_train(pretrained=False)["lr"] == run_config.LR_SCRATCH
 
 
 # --------------------------------------------------------------------------- loop integration
@@ -390,7 +391,7 @@ def test_interrupted_finetune_resumes_bitwise(toy, tmp_path, monkeypatch):
                             "model.dropout": 0.1})
     run = apply_overrides({}, sets[1::2])
     ft.finetune(run, tmp_path / "straight")
-    original, calls = ft.ClassificationTask.collate, {"n": 0}
+    original, calls = objectives.ClassificationTask.collate, {"n": 0}
 
     def collate(self, indices, epoch):
         calls["n"] += 1
@@ -399,7 +400,7 @@ def test_interrupted_finetune_resumes_bitwise(toy, tmp_path, monkeypatch):
         return original(self, indices, epoch)
 
     with monkeypatch.context() as m:
-        m.setattr(ft.ClassificationTask, "collate", collate)
+        m.setattr(objectives.ClassificationTask, "collate", collate)
         with pytest.raises(KeyboardInterrupt):
             ft.finetune(run, tmp_path / "split")
     ft.finetune(run, tmp_path / "split", resume=True)
@@ -429,12 +430,12 @@ def test_bio_entity_f1_in_the_loop_equals_seqeval(toy):
     targets, guesses = [], []
     for b in range(2):
         ids = [labels.index(t) for t in gold[b]]
-        targets.append(ft.first_piece_targets(batch.word_ids[b], ids))
-        guess = ft.first_piece_targets(batch.word_ids[b], [labels.index(t) for t in pred[b]])
+        targets.append(labelled.first_piece_targets(batch.word_ids[b], ids))
+        guess = labelled.first_piece_targets(batch.word_ids[b], [labels.index(t) for t in pred[b]])
         guesses.append(torch.from_numpy(guess))
-    data = ft.Encoded("x", [1, 6], [batch.input_ids[b][batch.attention_mask[b] > 0].numpy()
+    data = labelled.Encoded("x", [1, 6], [batch.input_ids[b][batch.attention_mask[b] > 0].numpy()
                                     for b in range(2)], None, targets)
-    task = ft.TaggingTask(data, data, labels, tok, ft.FinetuneOptions(), {})
+    task = objectives.TaggingTask(data, data, labels, tok, run_config.FinetuneOptions(), {})
     assert task.best_metric == "entity_f1"
     width = batch.input_ids.shape[1]
     model = _FixedTagger(torch.stack([F.pad(g, (0, width - len(g)), value=-100)
@@ -465,8 +466,8 @@ def test_evaluate_and_predict_a_tagger_from_conll(tagger, toy, tmp_path, capsys)
 def test_windows_classify_short_texts_like_truncation(classifier):
     """A text that fits in max_len is one window: the same probabilities either way."""
     texts = ["apple banana cherry", "rock stone", ""]
-    plain, _ = ft.Predictor(classifier).classify(texts)
-    windowed, cut = ft.Predictor(classifier, windows=True).classify(texts)
+    plain, _ = predict.Predictor(classifier).classify(texts)
+    windowed, cut = predict.Predictor(classifier, windows=True).classify(texts)
     np.testing.assert_allclose(windowed, plain, atol=1e-6)
     assert cut == 0
 
@@ -474,7 +475,7 @@ def test_windows_classify_short_texts_like_truncation(classifier):
 def test_windows_average_the_logits_of_every_window(classifier):
     """A long text: softmax of the mean logits of its [CLS] window [SEP] pieces, `stride`
     tokens apart, the last window aligned to the end (nothing dropped)."""
-    predictor = ft.Predictor(classifier, windows=True, stride=10)
+    predictor = predict.Predictor(classifier, windows=True, stride=10)
     text = " ".join(["apple"] * 25 + ["rock"] * 40)
     ids = predictor.tokenizer.encode_documents([text])[0][0].tolist()
     body = predictor.max_len - 2
@@ -489,7 +490,7 @@ def test_windows_average_the_logits_of_every_window(classifier):
     np.testing.assert_allclose(probs[0], expected, atol=1e-6)
     # the stone-heavy tail decides it; truncation only sees the fruit head
     assert predictor.labels[int(probs[0].argmax())] == "stone"
-    head, _ = ft.Predictor(classifier).classify([" ".join(["apple"] * 30 + ["rock"] * 80)])
+    head, _ = predict.Predictor(classifier).classify([" ".join(["apple"] * 30 + ["rock"] * 80)])
     assert predictor.labels[int(head[0].argmax())] == "fruit"
 
 

@@ -3,7 +3,8 @@ import torch
 from lanistr.config import LanistrConfig
 from lanistr.data.segments import split_into_segments, window_starts
 from lanistr.nn import LanistrForTokenClassification, load_model
-from lanistr.nn.hierarchical import LanistrForDocumentClassification, sliding_window_logits
+from lanistr.nn.hierarchical import LanistrForDocumentClassification
+from lanistr.tasks.predict import sliding_window_logits
 
 
 def test_segments_overlap_cover_the_document_and_respect_the_cap():
@@ -78,7 +79,7 @@ def test_finetune_hierarchical_reads_whole_documents(tmp_path):
 
     from lanistr.cli import main
     from lanistr.data.tokenizer import train_tokenizer
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
 
     rng = random.Random(0)
     filler = "alpha beta gamma delta epsilon zeta eta theta".split()

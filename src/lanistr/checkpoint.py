@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -115,18 +116,82 @@ def load_state(model, state: dict[str, torch.Tensor], source: str) -> list[str]:
     return missing
 
 
-def load_model_from(cls, directory: str | os.PathLike, **config_overrides):
+def load_model_from(cls, directory: str | os.PathLike, *, labels: list[str] | None = None,
+                    new_head_expected: bool = False, **config_overrides):
+    """``cls`` with the weights of checkpoint ``directory``. ``labels``: a model for this label
+    set; a classifier head saved for other labels (or another architecture) is dropped and
+    freshly initialised. Tensors the checkpoint lacks (a new head, a new backend's
+    parameters) are initialised fresh and named in a warning (a log line where
+    ``new_head_expected``)."""
+    saved = read_config(directory)
+    if labels is not None:
+        config_overrides = {**config_overrides, "labels": labels}
     config = read_config(directory, **config_overrides)
     state = read_weights(directory)
+    if labels is not None and (saved.labels != labels or saved.architecture != cls.__name__):
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     model = cls(config)
     fresh = load_state(model, state, str(Path(directory) / WEIGHTS_NAME))
     if fresh:
-        import warnings
-
         groups = sorted({k.rsplit(".", 2)[0] for k in fresh})
-        warnings.warn(f"{type(model).__name__}: {len(fresh)} tensors were not in {directory} "
-                      f"and are freshly initialised ({', '.join(groups[:4])}"
-                      f"{', ...' if len(groups) > 4 else ''}); train them before use",
-                      stacklevel=3)
+        names = f"{', '.join(groups[:4])}{', ...' if len(groups) > 4 else ''}"
+        if new_head_expected:  # a new head is the point of loading for a task: not a warning
+            log.info("initialised %d new tensors (%s)", len(fresh), names)
+        else:
+            warnings.warn(f"{type(model).__name__}: {len(fresh)} tensors were not in {directory} "
+                          f"and are freshly initialised ({names}); train them before use",
+                          stacklevel=3)
     model.config.architecture = cls.__name__
     return model
+
+
+def load_with_new_head(cls, init: str | os.PathLike, labels: list[str], overrides: dict):
+    """``cls`` with the encoder weights of checkpoint ``init`` and a head for ``labels``
+    (kept from the checkpoint when it was trained for exactly these labels)."""
+    return load_model_from(cls, init, labels=labels, new_head_expected=True, **overrides)
+
+
+def load_seq2seq_from_encoder(cls, directory: str | os.PathLike, *,
+                              decoder_layers: int | None = None, vocab_size: int | None = None,
+                              decoder_init: str = "encoder", **config_overrides):
+    """A seq2seq model (``cls``, e.g. ``LanistrForSeq2Seq``) built on the encoder checkpoint
+    ``directory``; see :meth:`lanistr.nn.LanistrForSeq2Seq.from_encoder`."""
+    config = read_config(directory, **config_overrides)
+    model, state = cls.from_encoder_state(config, read_weights(directory),
+                                          decoder_layers=decoder_layers, vocab_size=vocab_size,
+                                          decoder_init=decoder_init)
+    with warnings.catch_warnings():  # the decoder's new tensors are the point
+        warnings.simplefilter("ignore")
+        load_state(model, state, str(Path(directory) / WEIGHTS_NAME))
+    return model
+
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+def save_generation_config(generation, directory: str | os.PathLike) -> None:
+    """Write a :class:`~lanistr.nn.GenerationConfig` beside a seq2seq checkpoint."""
+    import dataclasses
+
+    from lanistr.io import write_json
+
+    write_json(Path(directory) / GENERATION_CONFIG, dataclasses.asdict(generation))
+
+
+def read_generation_config(directory: str | os.PathLike):
+    """The :class:`~lanistr.nn.GenerationConfig` saved beside a seq2seq checkpoint."""
+    from lanistr.errors import LanistrError
+    from lanistr.nn.decoder import GenerationConfig
+
+    path = Path(directory) / GENERATION_CONFIG
+    if not path.is_file():
+        raise LanistrError(f"{directory}: no {GENERATION_CONFIG}; is this a seq2seq model "
+                           "trained with `lanistr finetune` (task: seq2seq)?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
+    try:
+        return from_dict(GenerationConfig, data, "generation")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None

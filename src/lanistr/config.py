@@ -212,32 +212,108 @@ def dump_yaml(data: dict) -> str:
 # attention
 
 
+#: attention backend name -> its typed config dataclass. Config owns the parameters of every
+#: backend (pure data, no torch), so a config validates without importing the model; the
+#: backends in ``lanistr.nn.attention`` register their modules under the same names.
+BACKEND_CONFIGS: dict[str, type] = {}
+
+
+def register_backend_config(name: str):
+    """Class decorator: ``@register_backend_config("sliding_window")`` on a backend's config."""
+
+    def deco(cls: type) -> type:
+        BACKEND_CONFIGS[name] = cls
+        return cls
+
+    return deco
+
+
+@register_backend_config("full")
+@dataclass
+class FullAttentionConfig:
+    """Full attention has no parameters."""
+
+@register_backend_config("linformer")
+@dataclass
+class LinformerConfig:
+    """``k``: projected length; ``share_kv``: one projection for keys and values."""
+
+    k: int = 128
+    share_kv: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ConfigError(f"attention.k={self.k!r} must be a positive integer")
+
+@register_backend_config("lsh")
+@dataclass
+class LSHConfig:
+    """``bucket_size``: chunk length (and tokens per bucket); ``n_hashes``: hashing rounds;
+    ``seed``: rotation seed."""
+
+    bucket_size: int = 64
+    n_hashes: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("bucket_size", "n_hashes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"attention.{name}={value!r} must be a positive integer")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"attention.seed={self.seed!r} must be an integer >= 0")
+
+@register_backend_config("sliding_window")
+@dataclass
+class SlidingWindowConfig:
+    """``window``: neighbours on each side; ``global_tokens``: positions that attend to all
+    keys and that all queries attend to (``[]`` for none; positions >= T are ignored)."""
+
+    window: int = 256
+    global_tokens: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or self.window < 0:
+            raise ConfigError(f"attention.window={self.window!r} must be an integer >= 0")
+        bad = [g for g in self.global_tokens if not isinstance(g, int) or g < 0]
+        if bad:
+            raise ConfigError(f"attention.global_tokens={list(self.global_tokens)!r}: positions "
+                              f"must be integers >= 0 (got {bad[0]!r})")
+        self.global_tokens = sorted(set(self.global_tokens))
+
+
 @dataclass
 class AttentionConfig:
     """Which attention backend to use and its parameters.
 
     The YAML form is flat: ``{backend: sliding_window, window: 256}``. The parameters are
-    validated by the backend's own config dataclass (see ``lanistr.nn.attention``).
+    parsed once, into the backend's typed config (:data:`BACKEND_CONFIGS`), when the config is
+    made: ``settings``.
     """
 
     backend: str = "full"
     options: dict = field(default_factory=dict)
+    settings: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.settings = self.backend_config()
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "attention") -> AttentionConfig:
         data = dict(data)
         backend = data.pop("backend", "full")
         _check(isinstance(backend, str), f"{where}.backend: expected a string, got {backend!r}")
-        cfg = cls(backend=backend, options=data)
-        cfg.backend_config(where)  # validate now
+        cfg = cls.__new__(cls)
+        cfg.backend, cfg.options = backend, data
+        cfg.settings = cfg.backend_config(where)  # errors name `where`
         return cfg
 
     def backend_config(self, where: str = "attention"):
-        """The backend's typed config object (validated)."""
-        from lanistr.nn.attention import get_backend
-
-        spec = get_backend(self.backend)
-        return from_dict(spec.config_cls, self.options, where)
+        """Parse and validate ``options`` as the backend's typed config."""
+        if self.backend not in BACKEND_CONFIGS:
+            raise ConfigError(f"{where}.backend={self.backend!r} is not a registered backend "
+                              f"(choose from {', '.join(sorted(BACKEND_CONFIGS))})")
+        return from_dict(BACKEND_CONFIGS[self.backend], self.options, where)
 
     def to_dict(self) -> dict:
         return {"backend": self.backend, **_plain(self.options)}

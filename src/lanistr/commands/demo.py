@@ -170,7 +170,7 @@ def _finetune(args, out: Path, init: Path, train: Path):
 
 def _evaluate(model_dir: Path, train: Path, test: Path, out: Path, timings: dict) -> list[dict]:
     from lanistr.commands.evaluate import save_confusion_png
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
 
     t = time.perf_counter()
     lanistr = Predictor(model_dir).evaluate_file(test, progress=True)
@@ -194,7 +194,7 @@ def _attention_picture(model_dir: Path, test: Path, output: Path) -> list[str]:
     """Heads view of the last layer, rollout and the HTML viewer for the first spam mail
     of the test file, words merged; returns the paths (relative to the demo output)."""
     from lanistr.commands.visualize import visualize
-    from lanistr.tasks.finetune import read_labelled_texts
+    from lanistr.tasks.labelled import read_labelled_texts
 
     texts, _, labels, _ = read_labelled_texts(test, "text", "label")
     text = next((t for t, label in zip(texts, labels) if label == "spam"), None)
@@ -224,7 +224,7 @@ def tfidf_baseline(train: Path, test: Path, text_field: str = "text",
     except ImportError:
         return None
     from lanistr.metrics import classification_scores
-    from lanistr.tasks.finetune import label_ids, read_labelled_texts
+    from lanistr.tasks.labelled import label_ids, read_labelled_texts
 
     x_train, _, y_train, train_lines = read_labelled_texts(train, text_field, label_field)
     x_test, _, y_test, lines = read_labelled_texts(test, text_field, label_field)
@@ -316,7 +316,7 @@ def _summary(out: Path, model_dir: Path, rows, timings, pictures: list[str]) -> 
     import json
     import shlex
 
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
 
     print("\n" + _table(rows))
     predictor = Predictor(model_dir)

@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from lanistr.io import write_json
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
     from lanistr.tasks.seq2seq import is_seq2seq_model
 
     if is_seq2seq_model(args.model):  # exact match, token F1, BLEU: see `lanistr generate`

@@ -34,7 +34,7 @@ def read_inputs(args, predictor) -> tuple[list[str], list[str] | None, list[list
     """(texts, pairs, words): words only for a tagger, pairs only for a pair classifier."""
     from lanistr.data.readers import read_conll, read_lines
     from lanistr.errors import LanistrError
-    from lanistr.tasks.finetune import read_labelled_texts
+    from lanistr.tasks.labelled import read_labelled_texts
 
     if args.input and args.texts:
         raise LanistrError("give texts on the command line or --input FILE, not both")
@@ -71,7 +71,7 @@ def read_inputs(args, predictor) -> tuple[list[str], list[str] | None, list[list
 
 def run(args) -> int:
     from lanistr.io import atomic_path
-    from lanistr.tasks.finetune import Predictor
+    from lanistr.tasks.predict import Predictor
 
     predictor = Predictor(args.model, windows=args.windows, stride=args.stride)
     texts, pairs, words = read_inputs(args, predictor)

@@ -18,7 +18,6 @@ computed once, so each new token costs O(T) instead of re-running the decoder on
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,6 @@ from lanistr.nn.embeddings import Embeddings
 from lanistr.nn.heads import MLMHead
 from lanistr.nn.layers import FeedForward, MultiHeadAttention
 from lanistr.nn.models import LanistrModel, PreTrainedModel, register_architecture
-
-GENERATION_CONFIG = "generation_config.json"
-
 
 # --------------------------------------------------------------------------------------------
 # outputs, generation settings, cache
@@ -91,28 +87,6 @@ class GenerationConfig:
 
     def replace(self, **changes) -> GenerationConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def save(self, directory: str | Path) -> None:
-        from lanistr.io import write_json
-
-        write_json(Path(directory) / GENERATION_CONFIG, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> GenerationConfig:
-        from lanistr.config import from_dict
-
-        path = Path(directory) / GENERATION_CONFIG
-        if not path.is_file():
-            raise LanistrError(f"{directory}: no {GENERATION_CONFIG}; is this a seq2seq model "
-                               "trained with `lanistr finetune` (task: seq2seq)?")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LanistrError(f"{path}: invalid JSON ({exc})") from None
-        try:
-            return from_dict(cls, data, "generation")
-        except ConfigError as exc:
-            raise LanistrError(f"{path}: {exc}") from None
 
 
 @dataclass
@@ -303,11 +277,19 @@ class LanistrForSeq2Seq(PreTrainedModel):
         (BERT2BERT, Rothe et al. 2020): self-attention, FFN and their LayerNorms are copied,
         and the cross-attention starts as a copy of the same layer's self-attention;
         ``"random"`` leaves the decoder freshly initialised."""
-        import warnings
+        from lanistr.checkpoint import load_seq2seq_from_encoder
 
-        from lanistr.checkpoint import WEIGHTS_NAME, load_state, read_config, read_weights
+        return load_seq2seq_from_encoder(cls, directory, decoder_layers=decoder_layers,
+                                         vocab_size=vocab_size, decoder_init=decoder_init,
+                                         **config_overrides)
 
-        config = read_config(directory, **config_overrides)
+    @classmethod
+    def from_encoder_state(cls, config: LanistrConfig, state: dict[str, torch.Tensor], *,
+                           decoder_layers: int | None = None, vocab_size: int | None = None,
+                           decoder_init: str = "encoder"):
+        """The model of :meth:`from_encoder`, from an encoder's config and state dict: returns
+        ``(model, state)`` with ``state`` renamed, grown and warm-started for this model
+        (copy it in with ``lanistr.checkpoint.load_state``)."""
         old_vocab = config.vocab_size
         changes = {"architecture": cls.__name__, "labels": []}
         if decoder_layers is not None:
@@ -322,17 +304,13 @@ class LanistrForSeq2Seq(PreTrainedModel):
             config.decoder_layers = config.num_layers
         model = cls(config)
         state = {("lm_head." + k[len("mlm_head."):] if k.startswith("mlm_head.") else k): v
-                 for k, v in read_weights(directory).items()}
+                 for k, v in state.items()}
         state = _grow_vocab(state, model, old_vocab)
         if decoder_init == "encoder":
             state = _warm_start_decoder(state, model)
         elif decoder_init != "random":
             raise ConfigError(f"decoder_init={decoder_init!r} must be encoder or random")
-        source = str(Path(directory) / WEIGHTS_NAME)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            load_state(model, state, source)
-        return model
+        return model, state
 
     # -- forward -------------------------------------------------------------------------------
 

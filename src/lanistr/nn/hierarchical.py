@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from lanistr.config import AttentionConfig
-from lanistr.data.segments import window_starts
 from lanistr.nn.heads import ClassificationHead
 from lanistr.nn.layers import EncoderLayer, TokenLayout
 from lanistr.nn.models import _WithEncoder, register_architecture
@@ -61,27 +60,3 @@ class LanistrForDocumentClassification(_WithEncoder):
         doc = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
         return ModelOutput(last_hidden_state=h, hidden_states=enc.hidden_states,
                            attentions=enc.attentions, pooled=doc, logits=self.classifier(doc))
-
-
-@torch.no_grad()
-def sliding_window_logits(model, ids: list[int], max_len: int, stride: int, cls_id: int,
-                          sep_id: int) -> torch.Tensor:
-    """Token-tagging logits (N, L) for a sequence of N word pieces longer than ``max_len``:
-    windows of ``max_len - 2`` pieces, ``stride`` apart; each piece takes its logits from the
-    window where it is farthest from an edge (most context on both sides)."""
-    body = max_len - 2
-    best = torch.full((len(ids),), -1, dtype=torch.long)
-    out = None
-    for start in window_starts(len(ids), body, stride):
-        piece = ids[start:start + body]
-        window = torch.tensor([[cls_id, *piece, sep_id]])
-        logits = model(window).logits[0, 1:-1]  # (len(piece), L)
-        if out is None:
-            out = logits.new_zeros(len(ids), logits.shape[-1])
-        pos = torch.arange(len(piece))
-        margin = torch.minimum(pos, len(piece) - 1 - pos)
-        idx = start + pos
-        better = margin > best[idx]
-        out[idx[better]] = logits[better]
-        best[idx[better]] = margin[better]
-    return out

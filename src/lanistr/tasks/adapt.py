@@ -41,18 +41,11 @@ from lanistr.config import TrainConfig, from_dict
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError, DataError
 from lanistr.io import atomic_path, write_json
-from lanistr.tasks.finetune import (
-    IGNORE,
-    TASKS,
-    Encoded,
-    FinetuneDataConfig,
-    FinetuneTask,
-    Setup,
-    encode_texts,
-    freeze,
-    layer_depth,
-    read_labelled_texts,
-)
+from lanistr.tasks.finetune import TASKS, Setup
+from lanistr.tasks.labelled import IGNORE, Encoded, encode_texts, pad_batch, read_labelled_texts
+from lanistr.tasks.objectives import FinetuneTask
+from lanistr.tasks.param_groups import freeze, layer_depth
+from lanistr.tasks.run_config import FinetuneDataConfig
 from lanistr.tasks.trainer import GlobalOrder, Task
 
 log = logging.getLogger("lanistr")
@@ -262,7 +255,6 @@ def pooled_features(encoder: nn.Module, tokenizer: Tokenizer, texts: Sequence[st
                     batch_size: int = 32) -> torch.Tensor:
     """``(N, D)`` pooled vectors of ``texts`` from a bare encoder (``LanistrModel``), in input
     order, computed in length-sorted batches in eval mode."""
-    from lanistr.tasks.finetune import pad_batch
 
     ids, _, _ = encode_texts(tokenizer, texts, None, max_len)
     was_training = encoder.training
@@ -666,7 +658,8 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
     data, finetune, dann, train). Writes ``output_dir/model`` (the plain task model: the
     best on the source held-out data when there is one, else the last) and, with
     ``data.test`` (labelled *target* test data), ``output_dir/test_metrics.json``."""
-    from lanistr.tasks.finetune import Predictor, eval_once_per_epoch, prepare_run
+    from lanistr.tasks.finetune import eval_once_per_epoch, prepare_run
+    from lanistr.tasks.predict import Predictor
     from lanistr.tasks.runner import run_training, start
 
     output_dir = Path(output_dir)

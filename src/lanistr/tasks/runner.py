@@ -5,13 +5,14 @@ then call :func:`run_training`."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lanistr.config import TrainConfig, apply_overrides, dump_yaml, from_dict, load_config_file
 from lanistr.distributed import DistContext, setup, teardown
 from lanistr.errors import ConfigError
 from lanistr.io import write_text
+from lanistr.tasks.run_config import LR_PRETRAINED, LR_SCRATCH, TRAIN_DEFAULTS
 from lanistr.tasks.trainer import Task, Trainer, configure_logging
 
 log = logging.getLogger("lanistr")
@@ -46,6 +47,22 @@ class RunResult:
     steps: int
     stop_reason: str
     metrics: dict
+
+
+@dataclass
+class FinetuneResult:
+    model_dir: Path
+    steps: int
+    stop_reason: str
+    eval_metrics: dict
+    test_metrics: dict | None = None
+    truncated: dict = field(default_factory=dict)  # file -> (truncated, total)
+
+
+def default_train(pretrained: bool, defaults: dict = TRAIN_DEFAULTS,
+                  lr: tuple[float, float] = (LR_PRETRAINED, LR_SCRATCH)) -> dict:
+    """Training defaults of a fine-tuning run: a lower learning rate from a checkpoint."""
+    return {**defaults, "lr": lr[0] if pretrained else lr[1]}
 
 
 def start(train: TrainConfig, output_dir: Path) -> DistContext:

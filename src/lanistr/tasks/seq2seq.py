@@ -26,19 +26,24 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lanistr.checkpoint import read_generation_config, save_generation_config
 from lanistr.config import LanistrConfig, TrainConfig, from_dict
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError, DataError, LanistrError
+from lanistr.tasks.runner import (
+    FinetuneResult,
+    default_train,
+    run_training,
+    train_section,
+)
+from lanistr.tasks.runner import start as start_run
 from lanistr.tasks.trainer import Task
-
-if TYPE_CHECKING:
-    from lanistr.tasks.finetune import FinetuneResult
 
 log = logging.getLogger("lanistr")
 
@@ -321,7 +326,7 @@ class Seq2SeqTask(Task):
         from lanistr.io import write_json
 
         self.tokenizer.save_pretrained(directory)
-        self.generation.save(directory)
+        save_generation_config(self.generation, directory)
         write_json(Path(directory) / META_FILE, self.meta)
 
 
@@ -382,8 +387,6 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
     over-long example an error."""
     from lanistr.io import write_json
     from lanistr.nn.decoder import GenerationConfig
-    from lanistr.tasks import finetune as ft
-    from lanistr.tasks.runner import run_training, start, train_section
 
     output_dir = Path(output_dir)
     init = run.get("init")
@@ -393,7 +396,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
     if init != "scratch":
         init = str(Path(init).expanduser())
     run = {**run, "task": "seq2seq", "train": train_section(
-        run, ft.default_train(init != "scratch", TRAIN_DEFAULTS, (LR_PRETRAINED, LR_SCRATCH)))}
+        run, default_train(init != "scratch", TRAIN_DEFAULTS, (LR_PRETRAINED, LR_SCRATCH)))}
     train = from_dict(TrainConfig, run["train"], "train")
     data = from_dict(Seq2SeqDataConfig, run.get("data") or {}, "data")
     options = from_dict(Seq2SeqOptions, run.get("finetune") or {}, "finetune")
@@ -409,7 +412,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
                                   data.target_format)
     codec = TextCodec(tokenizer, data.target_format)
 
-    ctx = start(train, output_dir)
+    ctx = start_run(train, output_dir)
     torch.manual_seed(train.seed)
     train_data = load_pairs(data.train, codec, data, data.max_train_examples)
     eval_data = load_pairs(data.eval, codec, data) if data.eval else None
@@ -451,7 +454,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
         predictor = Seq2SeqPredictor(result.model_dir)
         test_metrics = predictor.evaluate_file(data.test, progress=train.progress)
         write_json(output_dir / "test_metrics.json", test_metrics)
-    return ft.FinetuneResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
+    return FinetuneResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
                             test_metrics, truncated)
 
 
@@ -476,7 +479,6 @@ class Seq2SeqPredictor:
 
     def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu"):
         from lanistr.nn import load_model
-        from lanistr.nn.decoder import GenerationConfig
 
         self.model_dir = Path(model_dir)
         if not is_seq2seq_model(self.model_dir):
@@ -485,7 +487,7 @@ class Seq2SeqPredictor:
         self.device = torch.device(device)
         self.model = load_model(self.model_dir).to(self.device).eval()
         self.tokenizer = Tokenizer.from_pretrained(self.model_dir)
-        self.generation = GenerationConfig.load(self.model_dir)
+        self.generation = read_generation_config(self.model_dir)
         self.codec = TextCodec(self.tokenizer, self.generation.target_format)
         meta_path = self.model_dir / META_FILE
         self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}

@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from lanistr.config import BACKEND_CONFIGS
 from lanistr.errors import ConfigError, LanistrError
 
 
@@ -41,14 +42,18 @@ class BackendSpec:
 _REGISTRY: dict[str, BackendSpec] = {}
 
 
-def register_attention(name: str, config_cls: type):
-    """Class decorator: ``@register_attention("full", FullAttentionConfig)``."""
+def register_attention(name: str):
+    """Class decorator: ``@register_attention("full")``; the backend's parameters are the
+    config class registered under the same name in :data:`lanistr.config.BACKEND_CONFIGS`."""
 
     def deco(cls: type[AttentionBackend]) -> type[AttentionBackend]:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"attention backend {name!r} registered twice")
+        if name not in BACKEND_CONFIGS:
+            raise ValueError(f"attention backend {name!r} has no config class in "
+                             "lanistr.config.BACKEND_CONFIGS")
         cls.name = name
-        _REGISTRY[name] = BackendSpec(name, cls, config_cls)
+        _REGISTRY[name] = BackendSpec(name, cls, BACKEND_CONFIGS[name])
         return cls
 
     return deco
@@ -69,8 +74,7 @@ def build_attention(attention_config, *, num_heads: int, head_dim: int, max_len:
                     dropout: float, layer_idx: int = 0) -> AttentionBackend:
     """Instantiate the backend named by a :class:`lanistr.config.AttentionConfig`."""
     spec = get_backend(attention_config.backend)
-    cfg = attention_config.backend_config()
-    return spec.cls(cfg, num_heads=num_heads, head_dim=head_dim, max_len=max_len,
+    return spec.cls(attention_config.settings, num_heads=num_heads, head_dim=head_dim, max_len=max_len,
                     dropout=dropout, layer_idx=layer_idx)
 
 

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from lanistr.nn.attention.base import AttentionBackend, Capabilities, register_attention
 from lanistr.nn.dropout import dropout
-
-
-@dataclass
-class FullAttentionConfig:
-    """Full attention has no parameters."""
 
 
 def allowed_mask(key_padding_mask: torch.Tensor | None, causal: bool, tq: int, tk: int,
@@ -35,7 +29,7 @@ def allowed_mask(key_padding_mask: torch.Tensor | None, causal: bool, tq: int, t
     return mask
 
 
-@register_attention("full", FullAttentionConfig)
+@register_attention("full")
 class FullAttention(AttentionBackend):
     capabilities = Capabilities(padding_mask=True, causal=True, cross_attention=True,
                                 returns_weights=True, weights_form="dense", complexity="O(T^2)")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lanistr.errors import ConfigError
+from lanistr.config import LinformerConfig
 from lanistr.nn.attention.base import (
     AttentionBackend,
     AttentionCapabilityError,
@@ -34,18 +34,6 @@ from lanistr.nn.attention.base import (
     SparseAttentionWeights,
     register_attention,
 )
-
-
-@dataclass
-class LinformerConfig:
-    """``k``: projected length; ``share_kv``: one projection for keys and values."""
-
-    k: int = 128
-    share_kv: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ConfigError(f"attention.k={self.k!r} must be a positive integer")
 
 
 @dataclass
@@ -79,7 +67,7 @@ def segment_mean_projection(max_len: int, k: int) -> torch.Tensor:
     return proj / proj.sum(0).clamp_min(1)
 
 
-@register_attention("linformer", LinformerConfig)
+@register_attention("linformer")
 class LinformerAttention(AttentionBackend):
     capabilities = Capabilities(padding_mask=True, causal=False, cross_attention=True,
                                 returns_weights=True, weights_form="lowrank",

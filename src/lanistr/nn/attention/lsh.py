@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lanistr.errors import ConfigError
+from lanistr.config import LSHConfig
 from lanistr.nn.attention.base import (
     AttentionBackend,
     Capabilities,
@@ -45,24 +45,6 @@ from lanistr.nn.attention.base import (
 
 _ROTATION_BLOCK = 64  # rotation columns drawn per seeded generator
 _HASH_ROWS = 4096  # tokens hashed at a time (bounds the rotated-projection memory)
-
-
-@dataclass
-class LSHConfig:
-    """``bucket_size``: chunk length (and tokens per bucket); ``n_hashes``: hashing rounds;
-    ``seed``: rotation seed."""
-
-    bucket_size: int = 64
-    n_hashes: int = 2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("bucket_size", "n_hashes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"attention.{name}={value!r} must be a positive integer")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"attention.seed={self.seed!r} must be an integer >= 0")
 
 
 @dataclass
@@ -101,7 +83,7 @@ class LSHWeights(SparseAttentionWeights):
         return dense.view(b, h, tp, tp)[:, :, :t, :t]
 
 
-@register_attention("lsh", LSHConfig)
+@register_attention("lsh")
 class LSHAttention(AttentionBackend):
     capabilities = Capabilities(padding_mask=True, causal=False, cross_attention=False,
                                 returns_weights=True, weights_form="buckets",

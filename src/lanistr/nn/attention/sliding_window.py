@@ -22,12 +22,11 @@ with no real global token) outputs zeros.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from lanistr.errors import ConfigError
 from lanistr.nn.attention.base import (
     AttentionBackend,
     Capabilities,
@@ -44,24 +43,6 @@ from lanistr.nn.attention.base import (
 # backward use larger chunks (the backward's peak is dominated by the gradients anyway).
 # Both passes of one call must cut the same chunks: the dropout masks are drawn per chunk.
 _CHUNK_SCORES = {"inference": 5 * 2**14, "training": 2**17}
-
-
-@dataclass
-class SlidingWindowConfig:
-    """``window``: neighbours on each side; ``global_tokens``: positions that attend to all
-    keys and that all queries attend to (``[]`` for none; positions >= T are ignored)."""
-
-    window: int = 256
-    global_tokens: list[int] = field(default_factory=lambda: [0])
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.window, int) or self.window < 0:
-            raise ConfigError(f"attention.window={self.window!r} must be an integer >= 0")
-        bad = [g for g in self.global_tokens if not isinstance(g, int) or g < 0]
-        if bad:
-            raise ConfigError(f"attention.global_tokens={list(self.global_tokens)!r}: positions "
-                              f"must be integers >= 0 (got {bad[0]!r})")
-        self.global_tokens = sorted(set(self.global_tokens))
 
 
 @dataclass
@@ -476,7 +457,7 @@ def _store_weights(wb, wg, probs, plan: _Plan, bi, h0, h1, b0, b1, plain) -> Non
         wg[bi, h0:h1, at] = probs[..., plan.L:].reshape(h1 - h0, -1, cols - plan.L)[:, :rows]
 
 
-@register_attention("sliding_window", SlidingWindowConfig)
+@register_attention("sliding_window")
 class SlidingWindowAttention(AttentionBackend):
     capabilities = Capabilities(padding_mask=True, causal=True, cross_attention=False,
                                 returns_weights=True, weights_form="band",
