@@ -117,7 +117,7 @@ def test_nan_loss_stops_and_leaves_the_last_checkpoint_intact(tmp_path, monkeypa
         return sums
 
     monkeypatch.setattr(pretrain_mod.MLMTask, "loss_sums", loss_sums)
-    with pytest.raises(TrainingError, match="non-finite loss at step 3.*step-0000002"):
+    with pytest.raises(TrainingError, match="non-finite loss .* at step 3.*step-0000002"):
         pretrain_mod.pretrain(run_config(sets), tmp_path / "run")
     ckpt = tmp_path / "run" / "checkpoints" / "step-0000002"
     before = {p.name: p.read_bytes() for p in ckpt.iterdir()}

@@ -20,6 +20,53 @@ def add_run_args(parser, config_help: str, example_override: str,
         parser.add_argument("--no-truncate", action="store_true",
                             help="fail on an example longer than data.max_len instead of "
                                  "cutting it")
+    # lanistr.cli checks and locks --output before the command runs (lanistr.rundir.claim)
+    parser.set_defaults(claims_output=True)
+
+
+def wants_overwrite(args) -> bool:
+    """Whether a training command may replace another run in ``--output``: ``--overwrite``,
+    or ``train.overwrite_output`` true in ``--set`` or the ``--config`` file."""
+    if getattr(args, "overwrite", False):
+        return True
+    value = None
+    if getattr(args, "config", None):
+        from lanistr.config import load_config_file
+        from lanistr.errors import LanistrError
+
+        try:
+            data = load_config_file(args.config)
+        except (LanistrError, OSError):
+            data = {}  # reported by the command itself
+        train = data.get("train") if isinstance(data, dict) else None
+        value = train.get("overwrite_output") if isinstance(train, dict) else None
+    for item in getattr(args, "set", None) or []:
+        key, _, text = item.partition("=")
+        if key.strip() == "train.overwrite_output":
+            value = text.strip()
+    return str(value).lower() in ("true", "1", "yes", "on")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+    return value
 
 
 def run_sets(args) -> list[str]:

@@ -40,7 +40,7 @@ from torch import nn
 from lanistr.config import TrainConfig, to_dict
 from lanistr.distributed import DistContext
 from lanistr.errors import CheckpointError, ConfigError, TrainingError
-from lanistr.io import atomic_path, write_json
+from lanistr.io import atomic_path, failpoint, recover_atomic, write_json
 
 log = logging.getLogger("lanistr")
 
@@ -133,6 +133,7 @@ class TrainState:
     best_value: float | None = None
     best_step: int | None = None
     bad_evals: int = 0
+    skipped: int = 0  # non-finite batches skipped (train.skip_nonfinite)
     history: list = field(default_factory=list)
 
 
@@ -167,25 +168,37 @@ class GlobalOrder:
 
 
 class _StopFlag:
-    """SIGINT sets a flag; the loop saves a checkpoint at the next step boundary and stops."""
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's stop) sets a flag; the loop saves a
+    checkpoint at the next step boundary and stops."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n))
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self.signum = 0
+        self._old: dict = {}
 
     def __enter__(self):
-        if hasattr(signal, "SIGINT") and _in_main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+        if _in_main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:  # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.requested = True
+            raise interrupted(signum)
+        self.requested, self.signum = True, signum
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def interrupted(signum: int) -> KeyboardInterrupt:
+    """The KeyboardInterrupt a stopped run raises; ``signum`` tells SIGINT from SIGTERM."""
+    exc = KeyboardInterrupt()
+    exc.signum = int(signum) or 2  # type: ignore[attr-defined]
+    return exc
 
 
 def _in_main_thread() -> bool:
@@ -256,7 +269,10 @@ class Trainer:
         window_tokens, window_start = 0, time.perf_counter()
         with _StopFlag() as stop:
             while self.state.step < self.total_steps:
-                loss, tokens = self._step()
+                result = self._step()
+                if result is None:  # a non-finite batch skipped (train.skip_nonfinite)
+                    continue
+                loss, tokens = result
                 self.state.step += 1
                 window_tokens += tokens
                 elapsed = time.perf_counter() - window_start
@@ -292,7 +308,7 @@ class Trainer:
         if stop.requested and self.stop_reason == "interrupted":
             log.warning("interrupted at step %d; checkpoint saved in %s (continue with --resume)",
                         self.state.step, self.latest_checkpoint())
-            raise KeyboardInterrupt
+            raise interrupted(stop.signum)
         return self.state
 
     def _agree(self, flag: bool) -> bool:
@@ -313,7 +329,8 @@ class Trainer:
                         for k, v in batch.items()})
         return out
 
-    def _step(self) -> tuple[float, int]:
+    def _step(self) -> tuple[float, int] | None:
+        """One optimizer step; None when its batch was skipped as non-finite."""
         ctx, model = self.ctx, self.ddp
         model.train()
         self.task.on_step(self.state.step, self.total_steps)
@@ -334,8 +351,9 @@ class Trainer:
             with no_sync, self._autocast():
                 sums = self.task.loss_sums(model, batch)
                 loss = sum(sums[k] / totals[k] for k in sums) * ctx.world_size
-            if not torch.isfinite(loss.detach()).all():
-                self._non_finite(sums)
+            if self._agree(not bool(torch.isfinite(loss.detach()).all())):
+                terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sums.items())
+                return self._non_finite(f"non-finite loss ({terms})")
             loss.backward()
             for k in sums:
                 loss_sums[k] += float(sums[k].detach())
@@ -343,21 +361,76 @@ class Trainer:
         reduced = ctx.reduce_dict({k: torch.tensor(v, dtype=torch.float64)
                                    for k, v in loss_sums.items()})
         total_loss = sum(float(reduced[k]) / totals[k] for k in reduced)
-        if self.train.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
+        # (gradients are all-reduced by now: every rank sees the same norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.train.max_grad_norm or float("inf"))
+        if not torch.isfinite(norm):
+            return self._non_finite(f"non-finite gradients (loss {total_loss:.4g}, gradient "
+                                    f"norm {float(norm)})")
+        backup = self._backup() if self._skips_left() else None
         self.optimizer.step()
+        if not self._weights_finite():
+            if backup is not None:
+                self._restore(backup)
+            return self._non_finite(f"non-finite weights after the update (loss "
+                                    f"{total_loss:.4g}, gradient norm {float(norm):.4g})")
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         tokens = int(ctx.reduce_dict({"t": torch.tensor(float(tokens))})["t"])
         return total_loss, tokens
 
-    def _non_finite(self, sums) -> None:
-        last = self.latest_checkpoint()
-        where = f"; the last good checkpoint is {last}" if last else ""
-        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sums.items())
-        raise TrainingError(f"non-finite loss at step {self.state.step + 1} ({terms}); "
-                            f"training stopped without saving{where}. Lower train.lr, or use "
-                            "train.precision=fp32")
+    def _skips_left(self) -> int:
+        return max(0, self.skip_nonfinite - self.state.skipped)
+
+    @property
+    def skip_nonfinite(self) -> int:
+        return int(getattr(self.train, "skip_nonfinite", 0) or 0)
+
+    def _non_finite(self, what: str) -> None:
+        """A batch whose loss, gradients or update is not finite: nothing of it is applied.
+        Skip it while ``train.skip_nonfinite`` allows (the weights and optimizer state stay
+        those of the last finite step), else stop without saving."""
+        self.optimizer.zero_grad(set_to_none=True)
+        step = self.state.step + 1
+        if self._skips_left():
+            self.state.skipped += 1
+            if self.ctx.is_main:
+                log.warning("step %d: %s; batch skipped (%d of train.skip_nonfinite=%d)", step,
+                            what, self.state.skipped, self.skip_nonfinite)
+            return None
+        last = self.last_finite_checkpoint()
+        where = (f"; the last good checkpoint (verified finite) is {last}: continue from it "
+                 "with --resume after changing the settings" if last else
+                 "; no finite checkpoint was saved")
+        advice = ["lower train.lr", "raise train.warmup_steps"]
+        if not self.train.max_grad_norm:
+            advice.append("set train.max_grad_norm=1.0")
+        if self.train.precision != "fp32":
+            advice.append("use train.precision=fp32")
+        advice.append("or skip a few bad batches with train.skip_nonfinite=N")
+        raise TrainingError(f"{what} at step {step}; training stopped without saving this "
+                            f"step{where}. To fix: {', '.join(advice)}")
+
+    def _weights_finite(self) -> bool:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            return True
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+    def _backup(self) -> tuple[list[torch.Tensor], dict]:
+        """The weights and optimizer state before an update (kept only while
+        ``train.skip_nonfinite`` may still skip one)."""
+        import copy
+
+        return ([p.detach().clone() for p in self.model.parameters()],
+                copy.deepcopy(self.optimizer.state_dict()))
+
+    def _restore(self, backup) -> None:
+        weights, optim = backup
+        with torch.no_grad():
+            for p, saved in zip(self.model.parameters(), weights):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(optim)
 
     def _autocast(self):
         if self.train.precision == "bf16":
@@ -475,13 +548,26 @@ class Trainer:
         if self.ctx.is_main:
             from safetensors.torch import save_file
 
+            tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
+            bad = [k for k, t in tensors.items() if t.is_floating_point()
+                   and not bool(torch.isfinite(t).all())]
+            if bad or not self._weights_finite():
+                raise TrainingError(
+                    f"step {self.state.step}: the {'optimizer state' if bad else 'weights'} "
+                    f"{'(' + bad[0] + ') ' if bad else ''}are not finite; the checkpoint was not "
+                    f"saved (the last good one is {self.last_finite_checkpoint()}). Lower "
+                    "train.lr or raise train.warmup_steps")
             with atomic_path(path) as tmp:
                 self.model.save_pretrained(tmp)
+                failpoint("checkpoint.model")
                 self.task.save_extra(tmp)
-                tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
+                failpoint("checkpoint.extra")
                 tensors["rng.torch"] = torch.get_rng_state()
                 save_file(tensors, str(tmp / "trainer_state.safetensors"))
+                failpoint("checkpoint.trainer_state")
                 write_json(tmp / "trainer_state.json", {
+                    "finite": True,  # verified above: weights and optimizer state
+                    "total_steps": self.total_steps,
                     "state": {k: v for k, v in vars(self.state).items() if k != "history"},
                     "optimizer": meta,
                     "scheduler": self.scheduler.state_dict(),
@@ -496,9 +582,14 @@ class Trainer:
         return path
 
     def _prune(self) -> None:
+        """Keep the newest ``keep_last`` checkpoints (all verified finite when saved). A
+        checkpoint disappears at once (renamed, then deleted), never half."""
         ckpts = sorted(self.checkpoint_root.glob("step-*"))
         for old in ckpts[:-self.train.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            doomed = old.with_name(f".{old.name}.deleting")
+            os.replace(old, doomed)
+            failpoint("checkpoint.prune")
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def prepare_output(self, resumed: bool, replace: bool) -> None:
         """Make the output directory hold this run's history only. Resumed at step N: drop
@@ -509,10 +600,13 @@ class Trainer:
         metrics = self.output_dir / "metrics.csv"
         if resumed:
             if self.ctx.is_main and metrics.is_file():
-                with metrics.open(newline="", encoding="utf-8") as fh:
-                    rows = list(csv.reader(fh))
-                kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.state.step]
-                if len(kept) < len(rows):
+                text = metrics.read_text(encoding="utf-8")
+                if not text.endswith("\n"):  # a line cut by a crash
+                    text = text[:text.rfind("\n") + 1]
+                rows = list(csv.reader(text.splitlines()))
+                kept = rows[:1] + [r for r in rows[1:] if len(r) == 3 and r[0].isdigit()
+                                   and int(r[0]) <= self.state.step]
+                if len(kept) < len(rows) or len(text) < metrics.stat().st_size:
                     with atomic_path(metrics) as tmp, tmp.open("w", newline="",
                                                                encoding="utf-8") as fh:
                         csv.writer(fh).writerows(kept)
@@ -541,34 +635,122 @@ class Trainer:
                        if (p / "trainer_state.json").is_file())
         return ckpts[-1] if ckpts else None
 
+    def last_finite_checkpoint(self) -> Path | None:
+        """The newest checkpoint whose weights are finite (checked, not assumed)."""
+        from lanistr.checkpoint import read_weights
+
+        for path in reversed(sorted(p for p in self.checkpoint_root.glob("step-*")
+                                    if (p / "trainer_state.json").is_file())):
+            try:
+                weights = read_weights(path)
+            except CheckpointError:
+                continue
+            if all(bool(torch.isfinite(t).all()) for t in weights.values()
+                   if t.is_floating_point()):
+                return path
+        return None
+
     def resume(self, path: Path | None = None) -> bool:
         """Restore everything from ``path`` (default: the latest checkpoint). Any number of
-        ranks can resume a checkpoint written by any other number."""
+        ranks can resume a checkpoint written by any other number. Every unreadable file of
+        the checkpoint is a :class:`CheckpointError` naming it; settings that would make the
+        resumed run differ from an uninterrupted one are refused with the keys named."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from lanistr.checkpoint import load_state, read_weights
 
+        if self.ctx.is_main:  # what a kill inside a save left behind
+            for directory in (self.checkpoint_root, self.output_dir):
+                for name in recover_atomic(directory):
+                    log.info("removed %s left by an interrupted save", directory / name)
+        self.ctx.barrier()
         path = path or self.latest_checkpoint()
         if path is None:
             return False
+        current = path / "trainer_state.json"
         try:
-            meta = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-            tensors = load_file(str(path / "trainer_state.safetensors"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: unreadable trainer state ({exc})") from None
+            meta = json.loads(current.read_text(encoding="utf-8"))
+            current = path / "trainer_state.safetensors"
+            tensors = load_file(str(current))
+            current = path / "trainer_state.json"
+            saved_train = meta["train"]
+            optim = _unflatten_optimizer(tensors, meta["optimizer"])
+            scheduler, state = meta["scheduler"], meta["state"]
+            python_random, np_state = _tuplify(meta["python_random"]), meta["numpy_random"]
+            rng = tensors["rng.torch"]
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            reason = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CheckpointError(f"{current}: unreadable ({reason}); the checkpoint is "
+                                  f"damaged{_older_hint(path)}") from None
+        self._check_same_plan(path, saved_train, meta.get("world_size", 1),
+                              meta.get("total_steps"), int(state.get("step", 0)))
         load_state(self.model, read_weights(path), str(path))
-        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-        self.scheduler.load_state_dict(meta["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        random.setstate(_tuplify(meta["python_random"]))
-        np_state = meta["numpy_random"]
-        np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
-        for k, v in meta["state"].items():
+        try:
+            self.optimizer.load_state_dict(optim)
+            self.scheduler.load_state_dict(scheduler)
+            torch.set_rng_state(rng)
+            random.setstate(python_random)
+            np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32),
+                                 *np_state[2:]))
+        except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(f"{path / 'trainer_state.json'}: does not fit this model "
+                                  f"and optimizer ({exc}){_older_hint(path)}") from None
+        for k, v in state.items():
             setattr(self.state, k, v)
         if self.ctx.is_main:
             log.info("resumed from %s at step %d (epoch %d, cursor %d)", path, self.state.step,
                      self.state.epoch, self.state.cursor)
         return True
+
+    def _check_same_plan(self, path: Path, saved: dict, world_size: int,
+                         saved_total: int | None, done: int) -> None:
+        """Refuse to resume with settings under which the steps already taken would have
+        been different: the learning rate of any of them, the global batch, the data order."""
+        from lanistr.config import from_dict
+
+        try:
+            old = from_dict(TrainConfig, dict(saved), "train")
+        except Exception:  # an older or edited trainer_state.json: nothing to compare
+            return
+        old_batch = old.batch_size * int(world_size) * old.grad_accum
+        if saved_total is None:
+            steps = old.max_steps
+            if old.epochs:
+                by_epochs = math.ceil(old.epochs * max(1, self.task.train_size() // old_batch))
+                steps = min(steps, by_epochs) if steps else by_epochs
+            saved_total = steps
+        old_f, new_f = lr_lambda(old, saved_total), lr_lambda(self.train, self.total_steps)
+        problems = []
+        if old.lr != self.train.lr or any(old_f(i) != new_f(i) for i in range(done)):
+            problems.append("the learning rate of the steps already taken")
+        elif self.total_steps != saved_total and self.train.schedule != "constant":
+            problems.append(f"the {self.train.schedule} schedule, planned for {saved_total} "
+                            f"steps, not {self.total_steps}")
+        if old_batch != self.global_batch:
+            problems.append(f"the global batch ({old_batch} examples, now {self.global_batch})")
+        if old.seed != self.train.seed:
+            problems.append("the data order (seed)")
+        if not problems:
+            return
+        keys = ("lr", "schedule", "warmup_steps", "warmup_ratio", "max_steps", "epochs",
+                "batch_size", "grad_accum", "seed")
+        differ = [f"train.{k}={getattr(self.train, k)} (checkpoint: {getattr(old, k)})"
+                  for k in keys if getattr(old, k) != getattr(self.train, k)]
+        if old_batch != self.global_batch and not any("batch" in d for d in differ):
+            differ.append(f"{self.ctx.world_size} ranks (checkpoint: {world_size})")
+        raise ConfigError(f"--resume from {path}: {', '.join(differ) or 'settings'} would "
+                          f"change {'; '.join(problems)}, so the run would differ from an "
+                          "uninterrupted one. Resume with the checkpoint's settings, or start a "
+                          "new run (--overwrite)")
+
+
+def _older_hint(path: Path) -> str:
+    older = [p for p in sorted(path.parent.glob("step-*"))
+             if p.name < path.name and (p / "trainer_state.json").is_file()]
+    if older:
+        return f"; remove {path} to resume from {older[-1]}"
+    return ""
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
