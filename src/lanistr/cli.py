@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "config",
     "backends",
     "convert",
+    "export",
     "data",
     "tokenizer",
     "visualize",

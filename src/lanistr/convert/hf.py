@@ -1,5 +1,5 @@
 """Import Hugging Face BERT checkpoints (BertModel, BertForMaskedLM, BertForPreTraining,
-BertForSequenceClassification) into lanistr checkpoints.
+BertForSequenceClassification, BertForTokenClassification) into lanistr checkpoints.
 
 Only ``model.safetensors`` is read: a ``pytorch_model.bin`` is a pickle and is refused.
 The mapping is a table of names; q/k/v projections are concatenated into the fused ``qkv``.
@@ -51,6 +51,12 @@ _HEADS = {
     "classifier.weight": "classifier.out.weight",
     "classifier.bias": "classifier.out.bias",
 }
+# Public views of the tables, read by the exporter (lanistr.export.hf inverts them): Hugging
+# Face name -> lanistr name outside the layers, inside layer i, and the order of the q/k/v rows
+# in the fused ``qkv`` projection.
+NAMES: dict[str, str] = {**_TOP, **_HEADS}
+LAYER_NAMES: dict[str, str] = dict(_LAYER)
+QKV_ORDER: tuple[str, ...] = ("query", "key", "value")
 
 
 def config_from_hf(hf: dict, source: str = "config.json") -> LanistrConfig:
@@ -85,17 +91,17 @@ def convert_state(hf_state: dict[str, torch.Tensor], num_layers: int) -> dict[st
     hf_state = {(k[5:] if k.startswith("bert.") else k): v for k, v in hf_state.items()}
     hf_state = {k.replace("LayerNorm.gamma", "LayerNorm.weight")
                 .replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in hf_state.items()}
-    for hf_name, name in {**_TOP, **_HEADS}.items():
+    for hf_name, name in NAMES.items():
         if hf_name in hf_state:
             state[name] = hf_state[hf_name]
     for i in range(num_layers):
         pre = f"encoder.layer.{i}."
         for part in ("weight", "bias"):
-            qkv = [hf_state.get(f"{pre}attention.self.{p}.{part}") for p in ("query", "key", "value")]
+            qkv = [hf_state.get(f"{pre}attention.self.{p}.{part}") for p in QKV_ORDER]
             if any(t is None for t in qkv):
                 raise CheckpointError(f"missing {pre}attention.self.query/key/value.{part}")
             state[f"encoder.layers.{i}.attention.qkv.{part}"] = torch.cat(qkv, 0)
-            for hf_sub, sub in _LAYER.items():
+            for hf_sub, sub in LAYER_NAMES.items():
                 key = f"{pre}{hf_sub}.{part}"
                 if key not in hf_state:
                     raise CheckpointError(f"missing tensor {key}")
@@ -109,6 +115,7 @@ def convert_hf(src: str | Path, out: str | Path):
         LanistrForMaskedLM,
         LanistrForPreTraining,
         LanistrForSequenceClassification,
+        LanistrForTokenClassification,
     )
 
     src, out = Path(src), Path(out)
@@ -128,7 +135,8 @@ def convert_hf(src: str | Path, out: str | Path):
     state = convert_state(read_weights(src), config.num_layers)
     config.use_pooler = "pooler.dense.weight" in state
     if "classifier.out.weight" in state:
-        cls = LanistrForSequenceClassification
+        tagger = "BertForTokenClassification" in (hf_config.get("architectures") or [])
+        cls = LanistrForTokenClassification if tagger else LanistrForSequenceClassification
         if not config.labels:
             config.labels = [f"LABEL_{i}" for i in range(state["classifier.out.weight"].shape[0])]
     elif "nsp_head.weight" in state:
