@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from lanistr.commands import positive_int
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -30,13 +34,18 @@ def register(subparsers) -> None:
     )
     train.add_argument(
         "--vocab-size",
-        type=int,
+        type=positive_int,
         required=True,
         metavar="N",
         help="largest vocabulary size, special tokens included",
     )
     train.add_argument(
         "--output", "-o", required=True, metavar="DIR", help="directory to write the tokenizer to"
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a tokenizer already in --output (never one inside a model directory)",
     )
     train.add_argument(
         "--no-lowercase",
@@ -46,7 +55,7 @@ def register(subparsers) -> None:
     )
     train.add_argument(
         "--min-frequency",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="least count of a pair for it to be merged (default: 2)",
@@ -71,7 +80,7 @@ def register(subparsers) -> None:
     )
     encode.add_argument(
         "--max-length",
-        type=int,
+        type=positive_int,
         default=512,
         metavar="N",
         help="cut the encoding to N tokens (default: 512)",
@@ -82,6 +91,7 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     from lanistr.data.tokenizer import train_tokenizer
 
+    check_tokenizer_output(args.output, args.overwrite)
     tokenizer = train_tokenizer(
         args.input,
         vocab_size=args.vocab_size,
@@ -92,6 +102,22 @@ def _train(args) -> int:
     print(f"vocab size: {tokenizer.vocab_size}")
     print(f"saved: {tokenizer.source}")
     return 0
+
+
+def check_tokenizer_output(path, overwrite: bool) -> None:
+    """Before training: ``path`` must be a writable directory, not a model's (its weights
+    are tied to its vocabulary), and hold no tokenizer unless ``overwrite``."""
+    from pathlib import Path
+
+    from lanistr.errors import LanistrError
+    from lanistr.io import check_output_dir
+
+    check_output_dir(path)
+    if (Path(path) / "config.json").is_file():
+        raise LanistrError(f"--output {path}: is a model directory (config.json); its weights "
+                           "belong to its vocabulary, so a new tokenizer there would make the "
+                           "model read wrong token ids: choose another directory")
+    check_output_dir(path, overwrite, owned=TOKENIZER_FILES)
 
 
 def _encode(args) -> int:
