@@ -259,6 +259,7 @@ class Bench:
         # in-domain reference: the same model on labelled *source* test data
         lanistr(["evaluate", "--model", str(out / "model"), "--data",
                  str(d / f"source_test.{ext}"), "--output", str(out / "source_metrics.json"),
+                 "--overwrite",
                  "--no-progress"], out / "source_eval.txt")
         r["source_value"] = json.loads((out / "source_metrics.json").read_text())[metric]
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     text = " ".join(text.split()[: args.tokens])  # words >= tokens; visualize cuts at max_len
     out = work / "viz"
     cmd = [sys.executable, "-m", "lanistr", "visualize", "--model", str(model_dir), "--text",
-           text, "--output", str(out), "--max-len", str(args.tokens), "--rollout", "--html"]
+           text, "--output", str(out), "--max-len", str(args.tokens), "--rollout", "--html",
+           "--overwrite"]
     load = _common.load_average()
     start = time.perf_counter()
     subprocess.run(cmd, check=True)

@@ -170,7 +170,7 @@ class Snapshot:
         self.existed = self.root.exists()
         self.sizes: dict[Path, int | None] = {}
         if self.existed:
-            for dirpath, dirnames, filenames in os.walk(self.root):
+            for dirpath, _dirnames, filenames in os.walk(self.root):
                 base = Path(dirpath)
                 self.sizes[base] = None
                 for name in filenames:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lanistr.commands import add_windows_args
+from lanistr.commands import add_runtime_args, add_windows_args, positive_int
 
 
 def register(sub) -> None:
@@ -27,22 +27,31 @@ def register(sub) -> None:
     p.add_argument("--text-field", help="field holding the text (classification)")
     p.add_argument("--text-pair-field", help="field holding the second text of a pair")
     p.add_argument("--label-field", help="field holding the label (classification)")
-    p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output file (and its confusion matrix)")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="examples per forward pass")
     add_windows_args(p)
+    add_runtime_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from lanistr.io import write_json
+    from lanistr.io import check_output_file, write_json
+
+    if args.output:  # before any work: a bad path fails now, not after the evaluation
+        out = check_output_file(args.output, args.overwrite)
+        check_output_file(out.with_name(f"{out.stem}_confusion.png"), args.overwrite)
     from lanistr.tasks.predict import Predictor
     from lanistr.tasks.seq2seq import is_seq2seq_model
 
-    if is_seq2seq_model(args.model):  # exact match, token F1, BLEU: see `lanistr generate`
+    if args.runtime == "torch" and is_seq2seq_model(args.model):  # exact match, token F1, BLEU: see `lanistr generate`
         from lanistr.commands.generate import evaluate
 
         return evaluate(args)
-    predictor = Predictor(args.model, windows=args.windows, stride=args.stride)
+    predictor = Predictor(args.model, windows=args.windows, stride=args.stride,
+                          runtime=args.runtime)
     metrics = predictor.evaluate_file(
         args.data, text_field=args.text_field, text_pair_field=args.text_pair_field,
         label_field=args.label_field, batch_size=args.batch_size, progress=not args.no_progress)

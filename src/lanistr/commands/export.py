@@ -31,6 +31,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from lanistr.errors import LanistrError
+    from lanistr.io import check_output_dir
+
+    check_output_dir(args.out, what="OUT")  # a file there, or no permission: before any work
 
     if args.fmt == "hf":
         if args.quantize:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lanistr.commands import positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -25,15 +27,16 @@ def register(sub) -> None:
     p.add_argument("texts", nargs="*", metavar="TEXT", help="source texts")
     p.add_argument("--input", help="file of sources (.txt lines, or .jsonl/.csv/.tsv records)")
     p.add_argument("--output", help="write predictions here instead of printing them")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--source-field", help="source field of --input records")
     p.add_argument("--target-field", help="reference field of --input records (for metrics)")
-    p.add_argument("--beams", type=int, help="beam size (1 = greedy; default: the model's)")
-    p.add_argument("--max-new-tokens", type=int, help="most tokens to generate per text")
+    p.add_argument("--beams", type=positive_int, help="beam size (1 = greedy; default: the model's)")
+    p.add_argument("--max-new-tokens", type=positive_int, help="most tokens to generate per text")
     p.add_argument("--length-penalty", type=float,
                    help="beam score = log-probability / length ** penalty")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole prefix at every step (slow; for checking)")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per batch")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="texts per batch")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=_no_grad(run))
 
@@ -57,8 +60,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from lanistr.errors import LanistrError
+    from lanistr.io import check_output_file
     from lanistr.tasks.seq2seq import Seq2SeqPredictor, read_pairs
 
+    if args.output:  # before any work
+        check_output_file(args.output, args.overwrite)
     if bool(args.texts) == bool(args.input):
         raise LanistrError("give source texts as arguments or --input FILE (not both)")
     if args.batch_size < 1:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from lanistr.commands import add_windows_args
+from lanistr.commands import add_runtime_args, add_windows_args, positive_int
 
 
 def register(sub) -> None:
@@ -25,8 +25,11 @@ def register(sub) -> None:
     p.add_argument("--input", help="file of inputs (.txt, .jsonl, .csv, .tsv or .conll)")
     p.add_argument("--output", help="JSONL output file (default: stdout)")
     p.add_argument("--text-field", help="field holding the text in .jsonl/.csv/.tsv input")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="texts per forward pass")
     add_windows_args(p)
+    add_runtime_args(p)
     p.set_defaults(func=run)
 
 
@@ -70,10 +73,14 @@ def read_inputs(args, predictor) -> tuple[list[str], list[str] | None, list[list
 
 
 def run(args) -> int:
-    from lanistr.io import atomic_path
+    from lanistr.io import atomic_path, check_output_file
+
+    if args.output:  # before any work
+        check_output_file(args.output, args.overwrite)
     from lanistr.tasks.predict import Predictor
 
-    predictor = Predictor(args.model, windows=args.windows, stride=args.stride)
+    predictor = Predictor(args.model, windows=args.windows, stride=args.stride,
+                          runtime=args.runtime)
     texts, pairs, words = read_inputs(args, predictor)
     progress = bool(args.input)
     rows = []

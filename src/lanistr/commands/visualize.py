@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from lanistr.commands import non_negative_int, positive_int
 from lanistr.errors import ConfigError, LanistrError
 
 EPILOG = """\
@@ -42,12 +43,14 @@ def register(subparsers) -> None:
     p.add_argument("--text", required=True, help="the text to encode")
     p.add_argument("--text-pair", metavar="TEXT", help="a second text ([CLS] A [SEP] B [SEP])")
     p.add_argument("--output", required=True, metavar="DIR", help="directory for the files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier visualization in --output")
     p.add_argument("--layers", nargs="+", metavar="L",
                    help="layers for the per-layer/per-head images: numbers (0-based, "
                         "negative from the end), comma or space separated, or 'all' (default)")
     p.add_argument("--heads", nargs="+", metavar="H",
                    help="heads for the per-head images, like --layers (default: all)")
-    p.add_argument("--query-token", type=int, default=0, metavar="N",
+    p.add_argument("--query-token", type=non_negative_int, default=0, metavar="N",
                    help="token (or word, with --words) whose attention the heads view and the "
                         "rollout bar show (default 0, [CLS])")
     p.add_argument("--words", action="store_true",
@@ -57,7 +60,7 @@ def register(subparsers) -> None:
                    help="also draw attention rollout (Abnar & Zuidema 2020)")
     p.add_argument("--html", action="store_true",
                    help="also write attention.html, a self-contained interactive viewer")
-    p.add_argument("--max-len", type=int, metavar="N",
+    p.add_argument("--max-len", type=positive_int, metavar="N",
                    help="truncate the input to N tokens (default: the model's max_len)")
     p.add_argument("--window", metavar="START:END",
                    help="show tokens START..END-1 at full resolution (long inputs)")
@@ -116,6 +119,9 @@ def prediction(model, out) -> tuple[str, float] | None:
 
 
 def run(args) -> int:
+    from lanistr.io import check_output_dir
+
+    check_output_dir(args.output, args.overwrite, owned=("summary.json",))
     window = parse_window(args.window)
     if args.max_cells < 2:
         raise ConfigError(f"--max-cells {args.max_cells} must be >= 2")

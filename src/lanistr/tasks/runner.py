@@ -8,9 +8,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lanistr import rundir
 from lanistr.config import TrainConfig, apply_overrides, dump_yaml, from_dict, load_config_file
 from lanistr.distributed import DistContext, setup, teardown
-from lanistr.errors import ConfigError
+from lanistr.errors import CheckpointError, ConfigError
 from lanistr.io import write_text
 from lanistr.tasks.run_config import LR_PRETRAINED, LR_SCRATCH, TRAIN_DEFAULTS
 from lanistr.tasks.trainer import Task, Trainer, configure_logging
@@ -77,11 +78,15 @@ def run_training(model, task: Task, train: TrainConfig, output_dir: str | Path, 
     has an eval metric, else the last) and return the final evaluation."""
     output_dir = Path(output_dir)
     trainer = Trainer(model, task, train, output_dir, ctx, run_config=run_config)
+    lock = None
     try:
+        if ctx.is_main:  # one writer per run directory (re-entrant: the CLI took it already)
+            lock = rundir.acquire(output_dir)
         resumed = resume and trainer.resume()
         if resume and not resumed:
-            log.warning("--resume: no checkpoint in %s, starting from scratch",
-                        trainer.checkpoint_root)
+            raise CheckpointError(f"--resume: {output_dir} holds no checkpoint "
+                                  f"({trainer.checkpoint_root}/step-*); nothing to continue "
+                                  "(start a new run without --resume)")
         # before anything is written: a refused run leaves the other run's files as they were
         trainer.prepare_output(resumed, replace=resume or train.overwrite_output)
         if ctx.is_main and run_config is not None:
@@ -107,4 +112,6 @@ def run_training(model, task: Task, train: TrainConfig, output_dir: str | Path, 
         return RunResult(output_dir, model_dir, state.step, trainer.stop_reason,
                          {k: v for k, v in metrics.items() if k.startswith("eval_")})
     finally:
+        if lock is not None:
+            rundir.release(lock)
         teardown(ctx)
