@@ -34,7 +34,9 @@ def minilm_path():
 
 def run(args) -> int:
     from lanistr.convert.hf import convert_hf
+    from lanistr.io import check_output_dir
 
+    check_output_dir(args.out, what="OUT")  # a file there, or no permission: before any work
     src = minilm_path() if args.src == "minilm" else args.src
     model = convert_hf(src, args.out)
     print(f"converted {src} -> {args.out} ({type(model).__name__}, "

@@ -131,7 +131,17 @@ def convert_hf(src: str | Path, out: str | Path):
         hf_config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{cfg_path}: invalid JSON ({exc})") from None
-    config = config_from_hf(hf_config, str(cfg_path))
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object")
+    if "architecture" in hf_config and "num_hidden_layers" not in hf_config:
+        raise CheckpointError(f"{src}: is a lanistr checkpoint already (config.json has "
+                              f"architecture={hf_config['architecture']!r}); use it as it is "
+                              "(init: / --model), there is nothing to convert")
+    try:
+        config = config_from_hf(hf_config, str(cfg_path))
+    except KeyError as exc:
+        raise CheckpointError(f"{cfg_path}: missing field {exc} (expected a Hugging Face BERT "
+                              "config.json)") from None
     state = convert_state(read_weights(src), config.num_layers)
     config.use_pooler = "pooler.dense.weight" in state
     if "classifier.out.weight" in state:
