@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m lanistr demo --output demo-output
+	$(PY) -m lanistr demo --output demo-output --overwrite
 
 # Headless Chromium for the visualization page test; skipped (with a reason) where it cannot be installed.
 browser:

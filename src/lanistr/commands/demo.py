@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from lanistr.commands import non_negative_int
+
 EPILOG = """\
 what it does (each step prints what it wrote):
   1. trains a WordPiece tokenizer on the SOTU sample + the training emails
@@ -32,6 +34,8 @@ files written to --output:
 DEMO_MODEL = {"preset": "mini", "hidden_size": 128, "num_layers": 2, "num_heads": 4,
               "ffn_dim": 512, "max_len": 128}
 FINETUNE_LR = 1e-3
+# what a demo writes at the top of --output (an earlier demo's results need --overwrite)
+DEMO_FILES = ("tokenizer", "pretrain", "finetune", "results.md", "metrics.json")
 
 SPAM_EXAMPLES = (
     "Congratulations! You have been selected to receive a FREE vacation. Click here now to "
@@ -49,12 +53,14 @@ def register(sub) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--output", default="demo-output", help="output directory (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo's results in --output")
     p.add_argument("--pretrain-minutes", type=float, default=2.0,
                    help="time budget of the MLM pretraining (default: %(default)s)")
     p.add_argument("--finetune-minutes", type=float, default=2.0,
                    help="time budget of the fine-tuning (3 epochs unless it runs out first; "
                         "default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads (default: the cores the load average leaves free, "
                         "at least 1: on a busy machine one thread is several times faster than "
                         "two that wait for each other)")
@@ -68,7 +74,9 @@ def run(args) -> int:
     from lanistr.data.fetch import embedded_path
     from lanistr.data.tokenizer import train_tokenizer
 
-    out = Path(args.output)
+    from lanistr.io import check_output_dir
+
+    out = check_output_dir(args.output, args.overwrite, owned=DEMO_FILES)
     out.mkdir(parents=True, exist_ok=True)
     args.threads = args.threads or free_cores()
     torch.set_num_threads(args.threads)
