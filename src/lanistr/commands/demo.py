@@ -73,7 +73,6 @@ def run(args) -> int:
 
     from lanistr.data.fetch import embedded_path
     from lanistr.data.tokenizer import train_tokenizer
-
     from lanistr.io import check_output_dir
 
     out = check_output_dir(args.output, args.overwrite, owned=DEMO_FILES)
