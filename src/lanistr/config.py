@@ -504,6 +504,9 @@ class TrainConfig:
     overwrite_output: bool = False
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
+    # non-finite batches (loss, gradients or update) to skip, restoring the weights and
+    # optimizer state of the last finite step, before training stops (0 = stop at the first)
+    skip_nonfinite: int = 0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "keep_last", "log_every"):
@@ -515,3 +518,5 @@ class TrainConfig:
         _check(0 <= self.warmup_ratio < 1, f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         _check(self.max_grad_norm >= 0, f"train.max_grad_norm={self.max_grad_norm} must be >= 0")
         _check(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay} must be >= 0")
+        _check(isinstance(self.skip_nonfinite, int) and self.skip_nonfinite >= 0,
+               f"train.skip_nonfinite={self.skip_nonfinite!r} must be >= 0")
