@@ -577,6 +577,8 @@ class Trainer:
                     "train": to_dict(self.train),
                     "run_config": self.run_config,
                 })
+                failpoint("checkpoint.json")
+            failpoint("checkpoint.saved")
             self._prune()
         self.ctx.barrier()
         return path
