@@ -83,3 +83,14 @@ def add_windows_args(parser) -> None:
     parser.add_argument("--stride", type=int,
                         help="with --windows: tokens between window starts (default: half a "
                              "window)")
+
+
+def add_runtime_args(parser) -> None:
+    """``--runtime`` of the commands that run a fine-tuned model (evaluate, predict)."""
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="torch: --model is a lanistr checkpoint; onnx: --model is the "
+                             "directory written by `lanistr export --format onnx` (or one "
+                             ".onnx file in it, e.g. model.int8.onnx), run by onnxruntime")
+
+
+# --------------------------------------------------------------------------- shared flags

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,15 +30,40 @@ class Predictor:
     """A fine-tuned model directory, ready to classify texts or tag words (CPU by default)."""
 
     def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", *,
-                 windows: bool = False, stride: int | None = None):
+                 windows: bool = False, stride: int | None = None,
+                 runtime: Literal["torch", "onnx"] = "torch", overrides: dict | None = None,
+                 any_encoder: bool = False):
         """``windows=True``: a text longer than the model's ``max_len`` is classified from all
         its ``max_len`` windows, ``stride`` tokens apart (default: half a window), by the mean
-        of their logits, instead of from its first ``max_len`` tokens only."""
-        from lanistr.nn import load_model
+        of their logits, instead of from its first ``max_len`` tokens only.
 
-        self.model_dir = Path(model_dir)
-        self.model = load_model(self.model_dir).to(device).eval()
+        ``runtime="onnx"``: ``model_dir`` is an ONNX export (``lanistr export --format onnx``)
+        or one ``.onnx`` file in it (``model.int8.onnx``), run by onnxruntime on the CPU.
+
+        ``overrides``: fields of the model's config to change for this run (``{"attention":
+        {"backend": "sliding_window"}}``), as ``--set model.KEY=VALUE`` gives them.
+
+        ``any_encoder=True`` also accepts a checkpoint without a classifier or tagger head (a
+        bare encoder, MLM, pretraining or seq2seq model): its ``kind`` is ``"encode"`` and only
+        :meth:`embed` applies."""
         self.device = torch.device(device)
+        if runtime == "onnx":
+            from lanistr.export.onnx import OnnxRunner
+
+            if self.device.type != "cpu":
+                raise LanistrError(f"the onnx runtime runs on the CPU, not device={device}")
+            if overrides:
+                raise LanistrError("an ONNX export is a fixed graph: --set model.* needs the "
+                                   "torch runtime (re-export after changing the model)")
+            self.model = OnnxRunner.from_export(model_dir)
+            self.model_dir = self.model.path.parent
+        elif runtime == "torch":
+            from lanistr.nn import load_model
+
+            self.model_dir = Path(model_dir)
+            self.model = load_model(self.model_dir, **(overrides or {})).to(device).eval()
+        else:
+            raise LanistrError(f"runtime={runtime!r}: choose torch or onnx")
         self.tokenizer = Tokenizer.from_pretrained(self.model_dir)
         self.labels = list(self.model.config.labels)
         arch = self.model.config.architecture
