@@ -13,6 +13,8 @@ _LAZY = {
     "LanistrForSequenceClassification": "lanistr.nn.models",
     "LanistrForTokenClassification": "lanistr.nn.models",
     "Tokenizer": "lanistr.data.tokenizer",
+    "load": "lanistr.api",
+    "InferenceModel": "lanistr.api",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -38,6 +38,8 @@ COMMAND_MODULES = [
     "evaluate",
     "predict",
     "generate",
+    "embed",
+    "serve",
     "demo",
 ]
 

@@ -70,11 +70,14 @@ class Predictor:
         kinds = {"LanistrForSequenceClassification": "classify",
                  "LanistrForDocumentClassification": "classify",
                  "LanistrForTokenClassification": "tag"}
-        if arch not in kinds or not self.labels:
+        if arch in kinds and self.labels:
+            self.kind = kinds[arch]
+        elif any_encoder:  # a bare encoder, MLM, pretraining or seq2seq checkpoint: embed only
+            self.kind = "encode"
+        else:
             raise LanistrError(f"{self.model_dir}: not a fine-tuned classifier or tagger "
                                f"(architecture {arch}, {len(self.labels)} labels); fine-tune "
                                "it with `lanistr finetune` first")
-        self.kind = kinds[arch]
         meta_path = self.model_dir / META_FILE
         self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
         self.max_len = int(self.meta.get("max_len") or min(self.model.config.max_len, 512))
@@ -180,6 +183,17 @@ class Predictor:
     def _cut(self, batch, row: int) -> bool:
         return int(batch.attention_mask[row].sum()) >= self.max_len
 
+    # -- sentence embeddings ---------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32,
+              progress: bool = False) -> np.ndarray:
+        """Sentence embeddings ``(N, D)`` float32 (see :func:`mean_pooled_embeddings`)."""
+        if not isinstance(self.model, torch.nn.Module):
+            raise LanistrError(f"{self.model_dir}: embeddings need the encoder's hidden states, "
+                               "which an ONNX export does not return; use runtime torch")
+        return mean_pooled_embeddings(self.model, self.tokenizer, texts, self.max_len,
+                                      self.device, batch_size, progress)
+
     # -- evaluation ------------------------------------------------------------------------
 
     def evaluate_file(self, path: str | Path, *, text_field: str | None = None,
@@ -234,6 +248,35 @@ def _batches(order: np.ndarray, batch_size: int, progress: bool, desc: str):
             bar.update(len(idx))
     if bar is not None:
         bar.close()
+
+
+def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare encoder (:class:`~lanistr.nn.models.LanistrModel`) inside any lanistr model
+    (every head model keeps it as ``.model``), or the model itself."""
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+@torch.no_grad()
+def mean_pooled_embeddings(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[str],
+                           max_len: int, device: str | torch.device = "cpu",
+                           batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """Sentence embeddings as sentence-transformers computes them: the encoder's last hidden
+    state averaged over the real tokens (attention mask) of each text (cut to ``max_len``),
+    then L2-normalised. ``(N, D)`` float32, rows in input order."""
+    encoder = encoder_of(model)
+    ids, _, _ = encode_texts(tokenizer, texts, None, max_len)
+    out = np.zeros((len(ids), encoder.config.hidden_size), dtype=np.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    for idx in _batches(order, batch_size, progress, "embed"):
+        batch = {k: v.to(device) for k, v in
+                 pad_batch([ids[i] for i in idx], tokenizer.pad_id).items()}
+        h = encoder(batch["input_ids"], batch["attention_mask"],
+                    batch["token_type_ids"]).last_hidden_state.float()  # (B, T, D)
+        m = batch["attention_mask"].to(h.dtype)[..., None]  # (B, T, 1)
+        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
+        out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+    return out
 
 
 @torch.no_grad()
