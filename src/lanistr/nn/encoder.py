@@ -42,3 +42,26 @@ class Encoder(nn.Module):
             hidden_states=tuple(layout.pad(h) for h in hidden) if hidden is not None else None,
             attentions=tuple(attentions) if attentions is not None else None,
         )
+
+    # A split forward for frozen lower layers whose outputs are computed once and cached
+    # (lanistr.tasks.frozen_cache): upper(*lower(ids, mask, types, k), k) == forward(...).
+
+    def lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+              token_type_ids: torch.Tensor | None, num_layers: int):
+        """The real tokens after the embeddings and the first ``num_layers`` layers:
+        ``((N, D), layout)``."""
+        b, t = input_ids.shape
+        layout = TokenLayout.from_mask(attention_mask, b, t)
+        x = layout.unpad(self.embeddings(input_ids, token_type_ids))  # (N, D)
+        for layer in self.layers[:num_layers]:
+            x, _ = layer(x, layout)
+        return x, layout
+
+    def upper(self, x: torch.Tensor, layout: TokenLayout, start: int) -> torch.Tensor:
+        """Layers ``start``.. (+ the final norm) on real-token states ``(N, D)``;
+        returns the padded last hidden state ``(B, T, D)``."""
+        for layer in self.layers[start:]:
+            x, _ = layer(x, layout)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return layout.pad(x)

@@ -85,6 +85,11 @@ class LanistrModel(PreTrainedModel):
                            output_attentions=output_attentions,
                            output_hidden_states=output_hidden_states)
         h = enc.last_hidden_state  # (B, T, D)
+        return ModelOutput(last_hidden_state=h, hidden_states=enc.hidden_states,
+                           attentions=enc.attentions, pooled=self.pool(h, attention_mask))
+
+    def pool(self, h: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The sequence vector (B, D) of last hidden states (B, T, D)."""
         if self.pooler is not None:
             pooled = self.pooler(h[:, 0])
         elif self.config.pooling == "mean" and attention_mask is not None:
@@ -94,8 +99,7 @@ class LanistrModel(PreTrainedModel):
             pooled = h.mean(1)
         else:
             pooled = h[:, 0]  # the first token ([CLS]), as in the design
-        return ModelOutput(last_hidden_state=h, hidden_states=enc.hidden_states,
-                           attentions=enc.attentions, pooled=pooled)
+        return pooled
 
     @property
     def token_embedding(self) -> nn.Embedding:
@@ -175,6 +179,16 @@ class _Classifier(_WithEncoder):
         # (B, T, L) per token, else (B, L) from the pooled sequence vector
         out.logits = self.classifier(out.last_hidden_state if self.per_token else out.pooled)
         return out
+
+    def logits_from_layer(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                          start: int) -> torch.Tensor:
+        """Logits from the real tokens' states ``(N, D)`` entering encoder layer ``start``
+        (the output of ``Encoder.lower``, e.g. cached): the same as ``forward(...).logits``."""
+        from lanistr.nn.layers import TokenLayout
+
+        b, t = attention_mask.shape
+        h = self.model.encoder.upper(hidden, TokenLayout.from_mask(attention_mask, b, t), start)
+        return self.classifier(h if self.per_token else self.model.pool(h, attention_mask))
 
 
 class LanistrForSequenceClassification(_Classifier):

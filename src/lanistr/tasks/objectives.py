@@ -42,6 +42,8 @@ class FinetuneTask(Task):
         self.labels, self.tokenizer, self.options, self.meta = labels, tokenizer, options, meta
         self.eval_batch_size = eval_batch_size
         self.truncation = {}
+        # states after the frozen lower layers (lanistr.tasks.frozen_cache.attach), or None
+        self.train_cache = self.eval_cache = None
         self.class_weight = (torch.tensor(balanced_weights(self.label_counts()), dtype=torch.float32)
                              if options.class_weights == "balanced" else None)
         metric = options.metric or self.default_metric()
@@ -70,10 +72,24 @@ class FinetuneTask(Task):
         order = np.argsort([len(x) for x in self.eval_data.ids], kind="stable")
         mine = order[rank::world_size].tolist()
         for i in range(0, len(mine), self.eval_batch_size):
-            yield self.make_batch(self.eval_data, mine[i:i + self.eval_batch_size])
+            yield self._with_cache(self.make_batch(self.eval_data, mine[i:i + self.eval_batch_size]),
+                                   self.eval_cache, mine[i:i + self.eval_batch_size])
 
     def collate(self, indices, epoch):
-        return self.make_batch(self.train_data, indices)
+        return self._with_cache(self.make_batch(self.train_data, indices), self.train_cache,
+                                indices)
+
+    @staticmethod
+    def _with_cache(batch, cache, indices):
+        if cache is not None:
+            batch["frozen_hidden"] = cache.rows(indices)  # (N, D)
+        return batch
+
+    def _logits(self, model, batch):
+        if "frozen_hidden" in batch:  # the layers above the cached frozen ones
+            return model.logits_from_layer(batch["frozen_hidden"], batch["attention_mask"],
+                                           self.train_cache.num_layers)
+        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
 
     def make_batch(self, data: Encoded, indices: list[int]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -120,9 +136,6 @@ class ClassificationTask(FinetuneTask):
         batch["labels"] = torch.from_numpy(data.targets[indices])
         return batch
 
-    def _logits(self, model, batch):
-        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
-
     def loss_sums(self, model, batch):
         return {"loss": self._loss(self._logits(model, batch), batch["labels"])}
 
@@ -164,9 +177,6 @@ class TaggingTask(FinetuneTask):
         batch["labels"] = pad_targets([data.targets[i] for i in indices],
                                        batch["input_ids"].shape[1])
         return batch
-
-    def _logits(self, model, batch):
-        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
 
     def loss_sums(self, model, batch):
         logits = self._logits(model, batch)  # (B, T, K)

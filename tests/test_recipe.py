@@ -1,0 +1,87 @@
+"""The default fine-tuning recipe: choices from data statistics, user settings win, and the
+choices are printed at the start and recorded in run_config.yaml."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from lanistr.cli import main
+from lanistr.data.tokenizer import train_tokenizer
+from lanistr.tasks.recipe import DataStats, choose
+
+
+def _stats(**kw):
+    base = dict(task="classify", num_examples=5000, label_counts={"a": 2500, "b": 2500},
+                token_lengths=[100] * 95 + [400] * 5, from_scratch=False, hidden_size=384,
+                num_layers=6, model_max_len=512)
+    base.update(kw)
+    return DataStats(**base)
+
+
+def _chosen(stats, raw=None):
+    return {c.key: c.value for c in choose(stats, raw or {}).choices}
+
+
+def test_choices_follow_the_data():
+    got = _chosen(_stats())
+    assert got["train.lr"] == 1e-4 and got["train.epochs"] == 3
+    assert got["data.eval_fraction"] == 0.1 and got["finetune.class_weights"] == "none"
+    assert got["data.max_len"] == 128  # p90 = 100 -> next multiple of 32
+    assert got["finetune.freeze_layers"] == 3
+    assert got["model.pooling"] == "mean" and got["model.use_pooler"] is False
+    small = _chosen(_stats(num_examples=150, label_counts={"a": 140, "b": 10},
+                           token_lengths=[900] * 10, hidden_size=768))
+    assert small["data.eval_fraction"] == 0.0 and small["train.epochs"] == 5
+    assert small["finetune.class_weights"] == "balanced" and small["train.lr"] == 3e-5
+    assert small["data.max_len"] == 256  # capped
+    big = _chosen(_stats(num_examples=50000))
+    assert big["data.eval_fraction"] == 0.04 and big["train.epochs"] == 2
+    scratch = _chosen(_stats(from_scratch=True, num_layers=2))
+    assert scratch["train.lr"] == 5e-4 and "finetune.freeze_layers" not in scratch
+    tag = _chosen(_stats(task="tag"))
+    assert "model.pooling" not in tag and "finetune.class_weights" not in tag
+
+
+def test_what_the_user_sets_wins():
+    raw = {"train": {"lr": 2e-5, "epochs": 1}, "data": {"max_len": 64, "eval_fraction": 0.0},
+           "model": {"pooling": "first"}, "finetune": {"freeze_layers": 0}}
+    got = _chosen(_stats(), raw)
+    for key in ("train.lr", "train.epochs", "data.max_len", "data.eval_fraction",
+                "model.pooling", "model.use_pooler", "finetune.freeze_layers"):
+        assert key not in got
+    assert "data.eval_fraction" not in _chosen(_stats(has_eval=True))
+
+
+def test_choices_are_printed_and_recorded_in_run_config(tmp_path, capsys):
+    rows = [{"text": " ".join(["apple", "plum", "pear"][: 1 + i % 3]) if i % 4 else "rock stone",
+             "label": "fruit" if i % 4 else "stone"} for i in range(40)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(r["text"] for r in rows), encoding="utf-8")
+    train_tokenizer([corpus], 50, tmp_path / "tok")
+    out = tmp_path / "run"
+    argv = ["finetune", "--output", str(out)]
+    for key, value in {"init": "scratch", "model.preset": "tiny", "data.tokenizer": tmp_path / "tok",
+                       "data.train": train, "train.progress": "false", "train.epochs": 1,
+                       "train.batch_size": 8}.items():
+        argv += ["--set", f"{key}={value}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "default recipe (40 training examples, 2 labels" in printed
+    assert "data.max_len=64:" in printed and "finetune.class_weights=balanced:" in printed
+    assert "train.epochs=" not in printed  # given by the user
+    saved = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert saved["data"]["max_len"] == 64 and saved["finetune"]["class_weights"] == "balanced"
+    assert saved["train"]["lr"] == 5e-4 and saved["train"]["epochs"] == 1
+    assert saved["finetune"]["chosen"]["data.max_len"].startswith("64 (90% of sampled")
+    assert "train.epochs" not in saved["finetune"]["chosen"]
+
+
+def test_recipe_off_leaves_the_config_alone(tmp_path):
+    from lanistr.tasks import recipe
+
+    raw = {"init": "x", "finetune": {"recipe": "off"}, "data": {"train": "t.jsonl"}}
+    assert recipe.apply(raw) is raw
