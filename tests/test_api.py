@@ -280,3 +280,27 @@ def test_embed_cli_refuses_bad_outputs_and_inputs_in_one_line(models, tmp_path, 
     (tmp_path / "e.npy").write_bytes(b"old")
     assert main(["embed", "--model", d, "x", "--output", str(tmp_path / "e.npy")]) == 2
     assert (tmp_path / "e.npy").read_bytes() == b"old"
+
+
+def test_onnx_runtime_classifies_and_embeds_like_torch_and_refuses_the_rest(models, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (extra onnx)")
+    from lanistr.nn.models import LanistrModel
+
+    bare = tmp_path / "bare"
+    LanistrModel(LanistrConfig.from_name("tiny", vocab_size=len(VOCAB), max_len=64)
+                 ).save_pretrained(bare)
+    (bare / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    for src, out in ((models["classifier"], tmp_path / "clf-onnx"), (bare, tmp_path / "enc-onnx")):
+        assert main(["export", "--format", "onnx", str(src), str(out)]) == 0
+    clf = lanistr.load(tmp_path / "clf-onnx", runtime="onnx", device="auto")
+    assert (clf.task, clf.capabilities, str(clf.device)) == ("classify", ("classify",), "cpu")
+    for got, want in zip(clf.classify(TEXTS), lanistr.load(models["classifier"]).classify(TEXTS)):
+        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"],
+                                                                              abs=1e-5)
+    enc = lanistr.load(tmp_path / "enc-onnx", runtime="onnx")
+    assert enc.capabilities == ("embed",)
+    np.testing.assert_allclose(enc.embed(TEXTS), lanistr.load(bare).embed(TEXTS), atol=1e-5)
+    with pytest.raises(LanistrError, match="needs runtime torch .* gives only its logits"):
+        clf.embed(["x"])
+    with pytest.raises(LanistrError, match="attention needs runtime torch"):
+        enc.attention("x")

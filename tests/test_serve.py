@@ -79,7 +79,7 @@ def models(tmp_path_factory):
 def server(models, tmp_path_factory):
     s = Server(models["classifier"], tmp_path_factory.mktemp("log") / "server.log",
                "--max-batch", "16", "--batch-wait-ms", "25", "--max-texts", "8",
-               "--max-chars", "500", "--max-body-bytes", "20000")
+               "--max-chars", "500", "--max-body-bytes", "20000", "--max-attention-tokens", "8")
     try:
         yield s.wait()
     finally:
@@ -124,6 +124,9 @@ def test_every_endpoint_of_a_classifier(client, models):
     assert a["tokens"] == ["[CLS]", "the", "cat", "sat", "[SEP]"]
     assert np.asarray(a["attentions"]).shape == (2, 4, 5, 5)
     assert a["prediction"]["label"] in ("ham", "spam")
+    assert a["truncated"] is False
+    cut = client.post("/v1/attention", json={"text": "the cat sat on the mat and it was good"})
+    assert cut.json()["truncated"] is True and len(cut.json()["tokens"]) == 8
     v = client.post("/v1/attention", json={"text": "the cat sat", "format": "viewer"}).json()
     assert "attentions" not in v and 'id="lanistr-data"' in v["html"]
     page = client.get("/")

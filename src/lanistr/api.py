@@ -90,7 +90,7 @@ class InferenceModel:
                                "directory written by `lanistr finetune`, `pretrain` or "
                                "`convert-hf`")
         self.runtime = runtime
-        self.device = _device(device)
+        self.device = _device("cpu" if runtime == "onnx" and device == "auto" else device)
         from lanistr.tasks.seq2seq import is_seq2seq_model
 
         if runtime == "torch" and is_seq2seq_model(self.model_dir):
@@ -116,8 +116,10 @@ class InferenceModel:
             self.labels = list(self.predictor.labels)
             self.max_len = int(self.predictor.max_len)
         self.capabilities: tuple[str, ...] = _SUPPORTS[self.task]
-        if runtime == "onnx":
-            self.capabilities = tuple(c for c in self.capabilities if c in ("classify", "tag"))
+        if runtime == "onnx":  # the graph gives logits, or hidden states for a bare encoder
+            hidden = "last_hidden_state" in getattr(self.predictor.model, "output_names", ())
+            self.capabilities = ("embed",) if hidden else ((self.task,) if self.task in
+                                                           ("classify", "tag") else ())
 
     def __repr__(self) -> str:
         return (f"InferenceModel({str(self.model_dir)!r}, task={self.task!r}, "
@@ -141,10 +143,11 @@ class InferenceModel:
         """Raise a one-line :class:`LanistrError` unless ``method`` applies to this model."""
         if method in self.capabilities:
             return
-        use = ", ".join("." + c for c in self.capabilities)
-        if self.runtime == "onnx" and method in ("embed", "attention", "generate"):
-            raise LanistrError(f"{self.model_dir}: .{method} needs runtime torch (an ONNX "
-                               f"export gives logits only); use {use}")
+        use = ", ".join("." + c for c in self.capabilities) or "runtime torch"
+        if self.runtime == "onnx" and method in _SUPPORTS[self.task]:
+            gives = "hidden states" if self.task == "encode" else "logits"
+            raise LanistrError(f"{self.model_dir}: .{method} needs runtime torch (this ONNX "
+                               f"export gives only its {gives}); use {use}")
         hint = ""
         if self.task == "encode" and method in ("classify", "tag"):
             hint = " (fine-tune it with `lanistr finetune` first)"
@@ -216,14 +219,16 @@ class InferenceModel:
                                       batch_size, progress)
 
     def attention(self, text: str, text_pair: str | None = None, *, weights: bool = True,
-                  html: bool = False) -> dict:
+                  html: bool = False, max_tokens: int | None = None) -> dict:
         """The encoder's attention on one text, the data of ``lanistr visualize``'s page:
 
         ``{"text", "tokens", "num_layers", "num_heads", "truncated", "backend", "prediction",
         "attentions"}``, ``attentions[layer][head][query][key]`` a float (None where the
         attention backend computed nothing); ``prediction`` is :meth:`classify`'s or
         :meth:`tag`'s answer for the text, or None. ``weights=False`` leaves out
-        ``attentions``; ``html=True`` adds ``"html"``, the self-contained viewer page."""
+        ``attentions``; ``html=True`` adds ``"html"``, the self-contained viewer page.
+        ``max_tokens`` cuts the text shorter than ``max_len`` (the weights grow as its
+        square); ``truncated`` says whether it was cut."""
         import numpy as np
         import torch
 
@@ -235,8 +240,8 @@ class InferenceModel:
             raise LanistrError("text (and text_pair) must be strings")
         p = self.predictor
         tok = p.tokenizer
-        batch = tok.encode(text, text_pair, max_length=self.max_len, padding=True,
-                           truncation=True)
+        limit = self.max_len if max_tokens is None else max(2, min(self.max_len, max_tokens))
+        batch = tok.encode(text, text_pair, max_length=limit, padding=True, truncation=True)
         n = int(batch.attention_mask[0].sum())
         with torch.inference_mode():
             out = encoder_of(p.model)(batch.input_ids.to(self.device),
@@ -275,6 +280,6 @@ class InferenceModel:
                      f"{self.config.attention.backend}, {len(layers)} layers x "
                      f"{layers[0].num_heads} heads)."]
             if batch.num_truncated:
-                notes.append(f"The text was cut to max_len={self.max_len} tokens.")
+                notes.append(f"The text was cut to its first {limit} tokens.")
             result["html"] = viz.render_html(layers, tokens, title=title, notes=notes)
         return result

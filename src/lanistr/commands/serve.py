@@ -48,6 +48,9 @@ def register(sub) -> None:
                    help="characters per text (default 20000)")
     p.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, metavar="N",
                    help="request body size (default 1 MiB)")
+    p.add_argument("--max-attention-tokens", type=positive_int, default=128, metavar="N",
+                   help="/v1/attention and the page read at most N tokens of a text (the "
+                        "weights grow as N squared; default 128)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch CPU threads for the model (default: torch's choice)")
     p.add_argument("--log-level", default="warning",
@@ -72,7 +75,8 @@ def run(args) -> int:
 
     settings = ServeSettings(max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                              max_queue=args.max_queue, max_texts=args.max_texts,
-                             max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+                             max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+                             max_attention_tokens=args.max_attention_tokens)
     if args.threads:
         import torch
 

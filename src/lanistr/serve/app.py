@@ -48,9 +48,11 @@ class ServeSettings:
     max_texts: int = 64  # texts per request; beyond: 413
     max_chars: int = 20_000  # characters per text; beyond: 413
     max_body_bytes: int = 1 << 20  # request body; beyond: 413
+    max_attention_tokens: int = 128  # /v1/attention reads at most this many tokens
 
     def __post_init__(self):
-        for name in ("max_batch", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
+        for name in ("max_batch", "max_queue", "max_texts", "max_chars", "max_body_bytes",
+                     "max_attention_tokens"):
             if getattr(self, name) < 1:
                 raise LanistrError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0 <= self.batch_wait_ms <= 1000:
@@ -146,7 +148,8 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
         if task == "embed":
             return [row.tolist() for row in model.embed(inputs, batch_size=size)]
         if task == "attention":
-            return [model.attention(text, weights=fmt == "lists", html=fmt == "viewer")
+            return [model.attention(text, weights=fmt == "lists", html=fmt == "viewer",
+                                    max_tokens=settings.max_attention_tokens)
                     for text, fmt in inputs]
         raise LanistrError(f"unknown task {task!r}")
 

@@ -188,9 +188,6 @@ class Predictor:
     def embed(self, texts: Sequence[str], batch_size: int = 32,
               progress: bool = False) -> np.ndarray:
         """Sentence embeddings ``(N, D)`` float32 (see :func:`mean_pooled_embeddings`)."""
-        if not isinstance(self.model, torch.nn.Module):
-            raise LanistrError(f"{self.model_dir}: embeddings need the encoder's hidden states, "
-                               "which an ONNX export does not return; use runtime torch")
         return mean_pooled_embeddings(self.model, self.tokenizer, texts, self.max_len,
                                       self.device, batch_size, progress)
 
@@ -272,7 +269,12 @@ def mean_pooled_embeddings(model: torch.nn.Module, tokenizer: Tokenizer, texts: 
         batch = {k: v.to(device) for k, v in
                  pad_batch([ids[i] for i in idx], tokenizer.pad_id).items()}
         h = encoder(batch["input_ids"], batch["attention_mask"],
-                    batch["token_type_ids"]).last_hidden_state.float()  # (B, T, D)
+                    batch["token_type_ids"]).last_hidden_state
+        if h is None:  # an ONNX export of a classifier or tagger: logits only
+            raise LanistrError("embeddings need the encoder's hidden states, which this model "
+                               "does not return (an ONNX export of a model with a head); use "
+                               "runtime torch, or export the bare encoder")
+        h = h.float()  # (B, T, D)
         m = batch["attention_mask"].to(h.dtype)[..., None]  # (B, T, 1)
         pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
         out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
