@@ -409,7 +409,8 @@ class Trainer:
             advice.append("use train.precision=fp32")
         advice.append("or skip a few bad batches with train.skip_nonfinite=N")
         raise TrainingError(f"{what} at step {step}; training stopped without saving this "
-                            f"step{where}. To fix: {', '.join(advice)}")
+                            f"step{where}. To fix, start again (--overwrite) and "
+                            f"{', '.join(advice)}")
 
     def _weights_finite(self) -> bool:
         params = [p for p in self.model.parameters() if p.requires_grad]
