@@ -203,6 +203,21 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_stays_up(client, metho
     assert client.post("/v1/classify", json={"texts": ["still fine"]}).status_code == 200
 
 
+def test_a_busy_port_is_refused_in_one_line_before_the_model_loads(tmp_path, capsys):
+    import socket
+
+    from lanistr.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["serve", "--model", str(tmp_path / "not-read"), "--port", str(port)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+
+
 def test_a_full_queue_is_refused_at_once():
     from lanistr.serve.batching import MicroBatcher, QueueFull
 

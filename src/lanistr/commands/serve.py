@@ -70,6 +70,7 @@ def run(args) -> int:
                            "pip install 'lanistr[serve]'") from None
     if not 0 <= args.port <= 65535:
         raise LanistrError(f"--port {args.port} must be between 0 and 65535")
+    check_address(args.host, args.port)  # before the model loads
     from lanistr import api
     from lanistr.serve.app import ServeSettings, serve
 
@@ -96,3 +97,24 @@ def run(args) -> int:
     serve(model, settings, host=args.host, port=args.port, log_level=args.log_level,
           on_ready=ready)
     return 0
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse at once, in one line, an address this process cannot listen on (uvicorn would
+    say so only after the model has loaded)."""
+    import socket
+
+    from lanistr.errors import LanistrError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise LanistrError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(address)
+        except OSError as exc:
+            hint = "choose another --port (0 picks a free one)" if port else "check --host"
+            raise LanistrError(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}") from None
