@@ -244,6 +244,32 @@ def test_a_full_queue_is_refused_at_once():
     asyncio.run(scenario())
 
 
+def test_a_failing_request_does_not_fail_the_others_in_its_batch():
+    from lanistr.serve.batching import MicroBatcher
+
+    calls = []
+
+    def run(task, inputs):
+        calls.append(list(inputs))
+        if "bad" in inputs:
+            raise ValueError("bad input")
+        return [x.upper() for x in inputs]
+
+    async def scenario():
+        b = MicroBatcher(run, max_batch=8, wait_s=0.2, max_queue=8)
+        b.start()
+        jobs = [asyncio.ensure_future(b.submit("x", [x])) for x in ("a", "bad", "c")]
+        done = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.stop()
+        return done, b.stats
+
+    (a, bad, c), stats = asyncio.run(scenario())
+    assert (a, c) == (["A"], ["C"]) and isinstance(bad, ValueError)
+    assert calls[0] == ["a", "bad", "c"] and sorted(map(tuple, calls[1:])) == [("a",), ("bad",),
+                                                                               ("c",)]
+    assert (stats.jobs, stats.failed) == (3, 1)
+
+
 # ------------------------------------------------------ tagger, seq2seq, SIGTERM in flight
 
 

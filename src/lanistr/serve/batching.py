@@ -148,27 +148,33 @@ class MicroBatcher:
                 if not job.future.done():  # a client that went away is not computed
                     groups.setdefault(job.task, []).append(job)
             for task, jobs in groups.items():
-                inputs = [x for job in jobs for x in job.inputs]
-                started = time.perf_counter()
-                try:
-                    outputs = await loop.run_in_executor(self._pool, self.run, task, inputs)
-                    if len(outputs) != len(inputs):
-                        raise RuntimeError(f"{task}: {len(outputs)} outputs for "
-                                           f"{len(inputs)} inputs")
-                except Exception as exc:  # handed to each request; the worker carries on
-                    self.stats.failed += len(jobs)
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                finally:
-                    self._count(task, len(jobs), len(inputs), time.perf_counter() - started)
-                start = 0
+                await self._run_group(loop, task, jobs)
+
+    async def _run_group(self, loop, task: str, jobs: list[Job]) -> None:
+        inputs = [x for job in jobs for x in job.inputs]
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._pool, self.run, task, inputs)
+            if len(outputs) != len(inputs):
+                raise RuntimeError(f"{task}: {len(outputs)} outputs for {len(inputs)} inputs")
+        except Exception as exc:
+            if len(jobs) > 1:  # one bad job must not fail the others: run each alone
+                self._count(task, 0, 0, time.perf_counter() - started)
                 for job in jobs:
-                    part = outputs[start:start + len(job.inputs)]
-                    start += len(job.inputs)
-                    if not job.future.done():
-                        job.future.set_result(part)
+                    await self._run_group(loop, task, [job])
+                return
+            self.stats.failed += 1
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(exc)  # answered as an error; the worker goes on
+            self._count(task, 1, len(inputs), time.perf_counter() - started)
+            return
+        self._count(task, len(jobs), len(inputs), time.perf_counter() - started)
+        start = 0
+        for job in jobs:
+            part = outputs[start:start + len(job.inputs)]
+            start += len(job.inputs)
+            if not job.future.done():
+                job.future.set_result(part)
 
     def _count(self, task: str, jobs: int, inputs: int, seconds: float) -> None:
         s = self.stats
