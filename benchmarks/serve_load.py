@@ -15,7 +15,10 @@ one-at-a-time rate (concurrency 1, the better of batching on and off); with 10% 
 requests, every malformed one gets a 4xx and the valid requests' p99 stays within 1.5x of the
 clean concurrency-32 run.
 
-    python benchmarks/serve_load.py [--requests 256] [--threads 1] [--tiny]
+The runs of both servers alternate over --repeats rounds (throughput: median of the rounds;
+p50/p99: all latencies pooled), so a burst of load from others hits every configuration.
+
+    python benchmarks/serve_load.py [--requests 256] [--repeats 3] [--threads 1] [--tiny]
 """
 
 from __future__ import annotations
@@ -220,6 +223,34 @@ async def load(url: str, texts: list[str], concurrency: int, total: int,
         out["malformed"] = sum(bad_answers.values())
         out["malformed_statuses"] = bad_answers
         out["malformed_not_4xx"] = bad_not_4xx[:10]
+    out["latencies_ms"] = lat.tolist()
+    return out
+
+
+def merge(parts: list[dict]) -> dict:
+    """One run's repeats: median throughput, p50/p99 of all their latencies pooled, summed
+    counts."""
+    import numpy as np
+
+    lat = np.asarray([x for r in parts for x in r["latencies_ms"]])
+    out = {k: parts[0][k] for k in ("concurrency", "requests")}
+    out["repeats"] = len(parts)
+    out["throughput_rps"] = round(_common.median([r["throughput_rps"] for r in parts]), 2)
+    out["throughput_rps_each"] = [r["throughput_rps"] for r in parts]
+    out["p50_ms"] = round(float(np.percentile(lat, 50)), 2) if len(lat) else None
+    out["p99_ms"] = round(float(np.percentile(lat, 99)), 2) if len(lat) else None
+    out["valid_requests"] = sum(r["valid_requests"] for r in parts)
+    out["errors"] = sum(r["errors"] for r in parts)
+    out["error_samples"] = [e for r in parts for e in r["error_samples"]][:5]
+    out["forward_passes"] = sum(r["forward_passes"] for r in parts)
+    if "malformed" in parts[0]:
+        out["malformed"] = sum(r["malformed"] for r in parts)
+        statuses: dict[str, int] = {}
+        for r in parts:
+            for k, v in r["malformed_statuses"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        out["malformed_statuses"] = statuses
+        out["malformed_not_4xx"] = [x for r in parts for x in r["malformed_not_4xx"]][:10]
     return out
 
 
@@ -234,41 +265,47 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=256,
                    help="requests per run at concurrency 8 and 32 (a quarter at concurrency 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="rounds of all runs, interleaved; latencies are pooled (default 3)")
     p.add_argument("--tiny", action="store_true", help="use the tiny model, not MiniLM")
     p.add_argument("--out", help="result JSON (default benchmarks/results/serve_load.json)")
     args = p.parse_args(argv)
-    if args.requests < 32:
-        p.error("--requests must be >= 32")
+    if args.requests < 32 or args.repeats < 1:
+        p.error("--requests must be >= 32 and --repeats >= 1")
     texts = sentences()
     load_before = _common.load_average()
-    runs: dict[str, dict] = {}
+    parts: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="serve_load_") as tmp:
         work = Path(tmp)
         model_dir, model_desc = build_model(work, args.tiny)
         print(f"model: {model_desc}; {len(texts)} sentences; load average {load_before}")
-        for batching, max_batch in (("on", 32), ("off", 1)):
-            server = Server(model_dir, work / f"server-{batching}.log", args.threads, max_batch)
-            try:
-                asyncio.run(load(server.url, texts, 4, 32))  # warm-up
-                plan = [(1, args.requests // 4, 0), (8, args.requests, 0),
-                        (32, args.requests, 0)]
-                if batching == "on":
-                    plan.append((32, args.requests, MALFORMED_EVERY))
-                for concurrency, total, bad in plan:
-                    before = stats(server.url)
-                    r = asyncio.run(load(server.url, texts, concurrency, total, bad))
-                    after = stats(server.url)
-                    r["forward_passes"] = after["forward_passes"] - before["forward_passes"]
-                    r["batching"] = batching
+        servers = {}
+        try:  # both servers up; the runs alternate between them (an idle one costs nothing)
+            for batching, max_batch in (("on", 32), ("off", 1)):
+                servers[batching] = Server(model_dir, work / f"server-{batching}.log",
+                                           args.threads, max_batch)
+                asyncio.run(load(servers[batching].url, texts, 4, 32))  # warm-up
+            plan = [("on", 1, args.requests // 4, 0), ("off", 1, args.requests // 4, 0),
+                    ("on", 8, args.requests, 0), ("off", 8, args.requests, 0),
+                    ("on", 32, args.requests, 0), ("on", 32, args.requests, MALFORMED_EVERY),
+                    ("off", 32, args.requests, 0)]
+            for repeat in range(args.repeats):
+                for batching, concurrency, total, bad in plan:
+                    url = servers[batching].url
+                    before = stats(url)
+                    r = asyncio.run(load(url, texts, concurrency, total, bad))
+                    r["forward_passes"] = stats(url)["forward_passes"] - before["forward_passes"]
                     name = f"batching_{batching}_c{concurrency}" + ("_malformed" if bad else "")
-                    runs[name] = r
-                    print(f"{name:28s} {r['throughput_rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f} "
-                          f"ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  forward "
-                          f"passes {r['forward_passes']}"
+                    parts.setdefault(name, []).append(r)
+                    print(f"[{repeat + 1}/{args.repeats}] {name:28s} {r['throughput_rps']:8.1f} "
+                          f"req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors "
+                          f"{r['errors']}  forward passes {r['forward_passes']}"
                           + (f"  malformed {r['malformed']} -> {r['malformed_statuses']}"
-                             if bad else ""))
-            finally:
+                             if bad else ""), flush=True)
+        finally:
+            for server in servers.values():
                 server.stop()
+    runs = {name: {**merge(rs), "batching": name.split("_")[1]} for name, rs in parts.items()}
     load_after = _common.load_average()
     one_at_a_time = max(runs["batching_on_c1"]["throughput_rps"],
                         runs["batching_off_c1"]["throughput_rps"])
@@ -296,6 +333,8 @@ def main(argv=None) -> int:
         "request": "POST /v1/classify, one sentence (5-40 words) of data/sotu_sample.txt",
         "server": {"threads": args.threads, "batch_wait_ms": 5.0, "max_batch_on": 32,
                    "max_batch_off": 1, "host": "127.0.0.1"},
+        "method": f"{args.repeats} rounds, the runs of both servers interleaved in each; "
+                  "throughput: median of the rounds; p50/p99: all rounds' latencies pooled",
         "client": "asyncio keep-alive HTTP/1.1 connections (one per caller) in the benchmark "
                   "process, same machine",
         "runs": runs,
