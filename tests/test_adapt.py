@@ -344,15 +344,14 @@ def _toy_task(tmp_path, init, **dann):
     from lanistr.config import from_dict
     from lanistr.distributed import DistContext
     from lanistr.tasks.finetune import TASKS, Setup
-    from lanistr.tasks.run_config import FinetuneDataConfig, FinetuneOptions
+    from lanistr.tasks.run_config import parse_run
 
-    run = apply_overrides({}, dann_sets(tmp_path, init))
-    data = from_dict(FinetuneDataConfig, run["data"], "data")
-    options = from_dict(FinetuneOptions, {}, "finetune")
-    opts = from_dict(adapt_mod.DannOptions, {**run["dann"], **dann}, "dann")
+    raw = apply_overrides({}, dann_sets(tmp_path, init))
+    run = parse_run("dann", {**raw, "train": {"batch_size": 4}})
+    opts = from_dict(adapt_mod.DannOptions, {**raw["dann"], **dann}, "dann")
+    data = run.data
     tok = Tokenizer.from_pretrained(init)
-    base_model, base_task = TASKS["classify"](Setup(run, data, options, tok, str(init),
-                                                    DistContext(), 0, 4))
+    base_model, base_task = TASKS["classify"](Setup(run, tok, DistContext()))
     model = adapt_mod.domain_adversarial_model(base_model)
     target = adapt_mod.encode_target("classify", opts.target, data, tok, 0, 0)
     return model, adapt_mod.DomainAdversarialTask(base_task, target, opts, 0)

@@ -369,13 +369,18 @@ def test_balanced_class_weights_weight_the_loss_and_its_count(toy):
     assert ratio == pytest.approx(float(mean), rel=1e-5)
 
 
-def test_train_defaults_fill_only_what_the_config_leaves_out():
-    from lanistr.tasks.runner import train_section
+def test_train_defaults_fill_only_what_the_config_leaves_out(toy):
+    from lanistr.tasks.run_config import parse_run
 
-    section = train_section({"train": {"lr": 1e-3}}, runner.default_train(pretrained=True))
-    assert section["lr"] == 1e-3 and section["epochs"] == 3.0 and section["max_steps"] == 0
-    assert TrainConfig(**{k: v for k, v in section.items()}).batch_size == 16
-    assert runner.default_train(pretrained=False)["lr"] == run_config.LR_SCRATCH
+    raw = {"init": "scratch", "model": {"preset": "tiny"},
+           "data": {"train": str(toy["train"]), "tokenizer": str(toy["tok"]), "max_len": 32}}
+    run = parse_run("finetune", {**raw, "train": {"lr": 1e-3}})
+    assert run.train.lr == 1e-3 and run.train.epochs == 3.0 and run.train.max_steps == 0
+    assert run.train.batch_size == 16 and run.eval_every_epoch
+    assert parse_run("finetune", raw).train.lr == run_config.LR_SCRATCH
+    assert "eval_every_epoch" not in run.to_dict()  # derived, not a config section
+    again = parse_run("finetune", run.to_dict())  # what run_config.yaml holds reads back
+    assert again.train == run.train and again.data == run.data
 
 
 # --------------------------------------------------------------------------- loop integration

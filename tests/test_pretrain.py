@@ -136,7 +136,8 @@ def test_bad_corpus_gives_a_one_line_error(tmp_path, capsys, make, message):
     if make:
         make(corpus)
     code = main(["pretrain", "--output", str(tmp_path / "run"), "--set", f"data.train=[{corpus}]",
-                 "--set", "model.preset=tiny", "--set", "train.max_steps=2"])
+                 "--set", "model.preset=tiny", "--set", "data.max_len=32",
+                 "--set", "train.max_steps=2"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err and "corpus.txt" in err
@@ -147,7 +148,8 @@ def test_invalid_config_is_reported(tmp_path, capsys):
     code = main(["pretrain", "--output", str(tmp_path / "r"), "--set", f"data.train=[{corpus}]",
                  "--set", "data.max_len=100", "--set", "model.preset=tiny"])
     assert code == 2
-    assert "data.max_len=100 exceeds model.max_len=64" in capsys.readouterr().err
+    assert "data.max_len=100 exceeds the model's max_len=64" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "tokenizer").exists()  # refused before any work
     code = main(["pretrain", "--output", str(tmp_path / "r"), "--set", "bogus.x=1"])
     assert code == 2 and "unknown section bogus" in capsys.readouterr().err
 

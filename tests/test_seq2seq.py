@@ -427,7 +427,7 @@ def test_finetune_generate_cli(tmp_path, capsys):
     from lanistr.cli import main
     from lanistr.data.tokenizer import train_tokenizer
     from lanistr.nn import LanistrForMaskedLM
-    from lanistr.tasks.runner import load_run_config
+    from lanistr.tasks.run_config import load_run
     from lanistr.tasks.seq2seq import Seq2SeqPredictor, finetune_seq2seq
 
     corpus = tmp_path / "c.txt"
@@ -444,8 +444,7 @@ def test_finetune_generate_cli(tmp_path, capsys):
         "max_target_len: 12}\n"
         "finetune: {copy: true}\n"
         "train: {max_steps: 3, epochs: 0, batch_size: 16, eval_every: 3, progress: false}\n")
-    run = load_run_config(str(config_file), [], {"task", "init", "model", "data", "finetune",
-                                                  "train"})
+    run = load_run("finetune", str(config_file), [], tmp_path / "run")
     result = finetune_seq2seq(run, tmp_path / "run")
     assert result.steps == 3
     assert {"eval_loss", "eval_bleu", "eval_exact_match", "eval_token_f1"} <= set(

@@ -421,10 +421,10 @@ class LanistrConfig:
         """A mapping that may name a ``preset`` and override some of its fields."""
         data = dict(data or {})
         preset = data.pop("preset", None)
-        base = dict(PRESETS[preset]) if preset else {}
-        if preset and preset not in PRESETS:
+        if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
             raise ConfigError(f"{where}.preset: unknown preset {preset!r} "
                               f"(choose from {', '.join(PRESETS)})")
+        base = dict(PRESETS[preset]) if preset else {}
         if "attention" in data and isinstance(base.get("attention"), dict):
             data["attention"] = {**base["attention"], **data["attention"]}
         return from_dict(cls, {**base, **data}, where)
@@ -496,9 +496,10 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a CUDA GPU when there is one
     eval_batches: int = 0
     eval_at_start: bool = False  # also evaluate the untrained model (step 0)
-    progress: bool = True
+    progress: bool = True  # a progress bar when stderr is a terminal
     # a fresh run into an output directory that holds another run's metrics/checkpoints:
     # False = refuse (continue it with --resume instead), True = replace them (--overwrite)
     overwrite_output: bool = False

@@ -56,21 +56,24 @@ class DistContext:
             dist.barrier()
 
 
-def setup(backend: str = "auto", timeout_s: float = 300.0) -> DistContext:
+def setup(backend: str = "auto", timeout_s: float = 300.0, device: str = "auto") -> DistContext:
     """Initialise the process group from torchrun's environment (RANK, WORLD_SIZE, ...).
 
     ``backend``: ``auto`` picks ``nccl`` when CUDA is available and ``gloo`` otherwise.
     A rank that dies makes collectives on the others fail within ``timeout_s`` (and torchrun
     tears the group down), so a run never hangs.
     """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda (--device cuda): this machine has no CUDA GPU that "
+                          "torch can use (use cpu or auto)")
+    use_cuda = torch.cuda.is_available() and device != "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        return DistContext(device=device)
+        return DistContext(device=torch.device("cuda" if use_cuda else "cpu"))
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if use_cuda else "gloo"
     if backend == "nccl" and not torch.cuda.is_available():
         raise ConfigError("train.dist_backend=nccl needs CUDA GPUs; use gloo (or auto) on CPU")
     if backend == "nccl":

@@ -16,6 +16,8 @@ def add_run_args(parser, config_help: str, example_override: str,
     parser.add_argument("--overwrite", action="store_true",
                         help="replace another run's metrics and checkpoints in --output "
                              "(without it, a fresh run there is refused)")
+    add_device_arg(parser, training=True)
+    add_progress_args(parser)
     if no_truncate:
         parser.add_argument("--no-truncate", action="store_true",
                             help="fail on an example longer than data.max_len instead of "
@@ -71,7 +73,12 @@ def _int_at_least(text: str, low: int) -> int:
 
 def run_sets(args) -> list[str]:
     """The ``--set`` overrides of a training command, with the ones its flags imply."""
-    return [*args.set, *(["train.overwrite_output=true"] if args.overwrite else [])]
+    implied = ["train.overwrite_output=true"] if args.overwrite else []
+    if getattr(args, "device", None):
+        implied.append(f"train.device={args.device}")
+    if getattr(args, "progress", None) is not None:
+        implied.append(f"train.progress={str(args.progress).lower()}")
+    return [*args.set, *implied]
 
 
 def add_windows_args(parser) -> None:
@@ -94,3 +101,70 @@ def add_runtime_args(parser) -> None:
 
 
 # --------------------------------------------------------------------------- shared flags
+
+
+def add_model_args(parser, what: str = "fine-tuned model directory") -> None:
+    """What every command that loads a trained model shares: ``--model DIR``, ``--set
+    model.KEY=VALUE`` overrides of its config for this run (e.g. another attention backend)
+    and ``--device``."""
+    parser.add_argument("--model", required=True, metavar="DIR", help=what)
+    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                        help="change a field of the model's config for this run, e.g. "
+                             "model.attention.backend=sliding_window (repeatable)")
+    add_device_arg(parser)
+
+
+def add_device_arg(parser, training: bool = False) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                        default=None if training else "auto",
+                        help="where to run: auto = a CUDA GPU when there is one, else the CPU"
+                             + (" (sets train.device)" if training else " (default: auto)"))
+
+
+def add_progress_args(parser) -> None:
+    """``--progress`` / ``--no-progress``; without either, a bar is shown when stderr is a
+    terminal."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="show progress bars (default: when stderr is a terminal)")
+    group.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bars")
+
+
+def progress_enabled(args) -> bool:
+    import sys
+
+    flag = getattr(args, "progress", None)
+    return sys.stderr.isatty() if flag is None else bool(flag)
+
+
+def model_overrides(args) -> dict:
+    """``--set model.KEY=VALUE`` items as nested config overrides: ``{"attention":
+    {"backend": "sliding_window"}}``. Only ``model.`` keys apply to a trained model."""
+    from lanistr.config import apply_overrides
+    from lanistr.errors import ConfigError
+
+    sets = list(getattr(args, "set", None) or [])
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        if not key.startswith("model.") or key == "model.":
+            raise ConfigError(f"--set {item}: only model.KEY=VALUE applies here (the trained "
+                              "model's config, e.g. model.attention.backend=sliding_window)")
+    data: dict = {}
+    apply_overrides(data, sets)
+    return data.get("model") or {}
+
+
+def resolve_device(name: str | None):
+    """``auto`` | ``cpu`` | ``cuda`` -> a torch device; CUDA asked for without one is an error."""
+    import torch
+
+    from lanistr.errors import ConfigError
+
+    name = name or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: this machine has no CUDA GPU that torch can use "
+                          "(use --device cpu)")
+    return torch.device(name)

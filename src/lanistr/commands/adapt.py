@@ -6,9 +6,6 @@ import argparse
 
 from lanistr.commands import add_run_args, run_sets
 
-DAPT_SECTIONS = {"init", "data", "train", "adapt"}
-DANN_SECTIONS = {"task", "init", "model", "data", "finetune", "dann", "train"}
-
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -125,7 +122,7 @@ def _register_dann(cmds) -> None:
 
 def run_dapt(args) -> int:
     from lanistr.tasks.adapt import dapt
-    from lanistr.tasks.runner import load_run_config
+    from lanistr.tasks.run_config import load_run
 
     sets = run_sets(args)
     if args.init:
@@ -136,7 +133,7 @@ def run_dapt(args) -> int:
         sets.append("data.eval=[" + ", ".join(_quote(f) for f in args.eval) + "]")
     if args.extend_vocab is not None:
         sets.append(f"adapt.extend_vocab={args.extend_vocab}")
-    run = load_run_config(args.config, sets, DAPT_SECTIONS)
+    run = load_run("dapt", args.config, sets, args.output, args.resume)
     result = dapt(run, args.output, resume=args.resume)
     if result.metrics:
         print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in result.metrics.items()))
@@ -167,9 +164,9 @@ def run_probe(args) -> int:
 def run_dann(args) -> int:
     from lanistr.commands.finetune import format_headline
     from lanistr.tasks.adapt import dann
-    from lanistr.tasks.runner import load_run_config
+    from lanistr.tasks.run_config import load_run
 
-    run = load_run_config(args.config, run_sets(args), DANN_SECTIONS)
+    run = load_run("dann", args.config, run_sets(args), args.output, args.resume)
     result = dann(run, args.output, resume=args.resume, truncate=not args.no_truncate)
     if result.eval_metrics:
         print("source held-out: " + ", ".join(f"{k[5:]}={v:.4f}"

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lanistr.commands import add_runtime_args, add_windows_args, positive_int
+from lanistr.commands import (
+    add_model_args,
+    add_progress_args,
+    add_runtime_args,
+    add_windows_args,
+    model_overrides,
+    positive_int,
+    progress_enabled,
+    resolve_device,
+)
 
 
 def register(sub) -> None:
@@ -20,7 +29,7 @@ def register(sub) -> None:
         epilog="example: lanistr evaluate --model runs/spam/model --data data/spam_test.jsonl "
                "--output runs/spam/test.json",
     )
-    p.add_argument("--model", required=True, help="fine-tuned model directory")
+    add_model_args(p)
     p.add_argument("--data", required=True, help="labelled file (.jsonl/.csv/.tsv, or CoNLL)")
     p.add_argument("--output", help="write the metrics here (json) and the confusion matrix "
                                     "beside it as NAME_confusion.png")
@@ -33,7 +42,7 @@ def register(sub) -> None:
                    help="examples per forward pass")
     add_windows_args(p)
     add_runtime_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_args(p)
     p.set_defaults(func=run)
 
 
@@ -51,10 +60,11 @@ def run(args) -> int:
 
         return evaluate(args)
     predictor = Predictor(args.model, windows=args.windows, stride=args.stride,
-                          runtime=args.runtime)
+                          runtime=args.runtime, device=resolve_device(args.device),
+                          overrides=model_overrides(args))
     metrics = predictor.evaluate_file(
         args.data, text_field=args.text_field, text_pair_field=args.text_pair_field,
-        label_field=args.label_field, batch_size=args.batch_size, progress=not args.no_progress)
+        label_field=args.label_field, batch_size=args.batch_size, progress=progress_enabled(args))
     print(report(metrics))
     if args.output:
         out = Path(args.output)

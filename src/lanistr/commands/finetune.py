@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from lanistr.commands import add_run_args, run_sets
 
-SECTIONS = {"task", "init", "model", "data", "finetune", "train"}
-
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -24,7 +22,7 @@ def register(sub) -> None:
             "epoch. The label set is the sorted set of training labels. With held-out data the "
             "best model on finetune.metric is kept (default macro_f1 / entity_f1 / "
             "token_accuracy) and training stops after `patience` evaluations without gain."),
-        epilog="example: lanistr finetune --config examples/finetune_spam_minilm.yaml "
+        epilog="example: lanistr finetune --config examples/finetune_spam.yaml "
                "--output runs/spam",
     )
     add_run_args(p, "examples/finetune_*.yaml", "data.max_len=256", no_truncate=True)
@@ -33,10 +31,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from lanistr.tasks.finetune import finetune
-    from lanistr.tasks.runner import load_run_config
+    from lanistr.tasks.run_config import Seq2SeqRun, load_run
 
-    data = load_run_config(args.config, run_sets(args), SECTIONS)
-    result = finetune(data, args.output, resume=args.resume, truncate=not args.no_truncate)
+    run = load_run("finetune", args.config, run_sets(args), args.output, args.resume)
+    result = finetune(run, args.output, resume=args.resume, truncate=not args.no_truncate)
     for path, (cut, total) in result.truncated.items():
         if cut:
             print(f"{path}: {cut} of {total} examples truncated to max_len")
@@ -45,8 +43,12 @@ def run(args) -> int:
     if result.test_metrics:
         print(f"test ({result.test_metrics['data']}): " + format_headline(result.test_metrics))
     print(f"model saved in {result.model_dir} ({result.steps} steps, {result.stop_reason})")
-    print(f"next: lanistr evaluate --model {result.model_dir} --data FILE, or "
-          f"lanistr predict --model {result.model_dir} \"some text\"")
+    if isinstance(run, Seq2SeqRun):
+        print(f"next: lanistr generate --model {result.model_dir} \"some text\", or "
+              f"lanistr evaluate --model {result.model_dir} --data FILE")
+    else:
+        print(f"next: lanistr evaluate --model {result.model_dir} --data FILE, or "
+              f"lanistr predict --model {result.model_dir} \"some text\"")
     return 0
 
 

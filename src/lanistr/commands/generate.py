@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from lanistr.commands import positive_int
+from lanistr.commands import (
+    add_model_args,
+    add_progress_args,
+    model_overrides,
+    positive_int,
+    progress_enabled,
+    resolve_device,
+)
 
 
 def register(sub) -> None:
@@ -23,7 +30,7 @@ def register(sub) -> None:
         epilog="example: lanistr generate --model runs/restore/model \"the state of our union "
                "is strong\" --beams 4",
     )
-    p.add_argument("--model", required=True, help="seq2seq model directory")
+    add_model_args(p, "seq2seq model directory")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="source texts")
     p.add_argument("--input", help="file of sources (.txt lines, or .jsonl/.csv/.tsv records)")
     p.add_argument("--output", help="write predictions here instead of printing them")
@@ -37,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole prefix at every step (slow; for checking)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="texts per batch")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_progress_args(p)
     p.set_defaults(func=_no_grad(run))
 
 
@@ -69,14 +76,15 @@ def run(args) -> int:
         raise LanistrError("give source texts as arguments or --input FILE (not both)")
     if args.batch_size < 1:
         raise LanistrError(f"--batch-size={args.batch_size} must be >= 1")
-    predictor = Seq2SeqPredictor(args.model)
+    predictor = Seq2SeqPredictor(args.model, resolve_device(args.device),
+                                 overrides=model_overrides(args))
     settings = {"num_beams": args.beams, "max_new_tokens": args.max_new_tokens,
                 "length_penalty": args.length_penalty,
                 "use_cache": False if args.no_cache else None}
     records, targets = None, None
     if args.texts:
         sources = list(args.texts)
-    elif Path(args.input).suffix.lower() == ".txt":
+    elif args.input == "-" or Path(args.input).suffix.lower() == ".txt":
         from lanistr.data.readers import read_lines
 
         sources = read_lines(args.input)
@@ -90,7 +98,7 @@ def run(args) -> int:
         sources, targets, _ = read_pairs(args.input, source_field,
                                          target_field if has_targets else None)
     predictions = predictor.generate(sources, batch_size=args.batch_size,
-                                     progress=args.progress, **settings)
+                                     progress=progress_enabled(args), **settings)
     if args.output:
         _write(Path(args.output), predictions, records)
         print(f"wrote {len(predictions)} predictions to {args.output}")
@@ -126,10 +134,11 @@ def evaluate(args) -> int:
     from lanistr.io import write_json
     from lanistr.tasks.seq2seq import Seq2SeqPredictor
 
-    predictor = Seq2SeqPredictor(args.model)
+    predictor = Seq2SeqPredictor(args.model, resolve_device(args.device),
+                                 overrides=model_overrides(args))
     metrics = predictor.evaluate_file(
         args.data, source_field=args.text_field, target_field=args.label_field,
-        batch_size=args.batch_size, progress=not args.no_progress)
+        batch_size=args.batch_size, progress=progress_enabled(args))
     print(f"{metrics['examples']} examples (beams {metrics['num_beams']}): exact match "
           f"{metrics['exact_match']:.4f}, token F1 {metrics['token_f1']:.4f}, "
           f"BLEU {metrics['bleu']:.2f}")

@@ -6,7 +6,16 @@ import json
 import sys
 from pathlib import Path
 
-from lanistr.commands import add_runtime_args, add_windows_args, positive_int
+from lanistr.commands import (
+    add_model_args,
+    add_progress_args,
+    add_runtime_args,
+    add_windows_args,
+    model_overrides,
+    positive_int,
+    progress_enabled,
+    resolve_device,
+)
 
 
 def register(sub) -> None:
@@ -20,16 +29,18 @@ def register(sub) -> None:
             "the words of each text split on whitespace."),
         epilog='example: lanistr predict --model runs/spam/model "WIN a FREE cruise now!!!"',
     )
-    p.add_argument("--model", required=True, help="fine-tuned model directory")
+    add_model_args(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify or tag")
-    p.add_argument("--input", help="file of inputs (.txt, .jsonl, .csv, .tsv or .conll)")
-    p.add_argument("--output", help="JSONL output file (default: stdout)")
+    p.add_argument("--input", help="file of inputs (.txt, .jsonl, .csv, .tsv or .conll; "
+                                   "- reads one text per line from standard input)")
+    p.add_argument("--output", help="JSONL output file, NAME.jsonl (default: stdout)")
     p.add_argument("--text-field", help="field holding the text in .jsonl/.csv/.tsv input")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="texts per forward pass")
     add_windows_args(p)
     add_runtime_args(p)
+    add_progress_args(p)
     p.set_defaults(func=run)
 
 
@@ -76,13 +87,19 @@ def run(args) -> int:
     from lanistr.io import atomic_path, check_output_file
 
     if args.output:  # before any work
+        if Path(args.output).suffix.lower() != ".jsonl":
+            from lanistr.errors import LanistrError
+
+            raise LanistrError(f"--output {args.output}: predictions are written as JSON lines; "
+                               "name the file NAME.jsonl")
         check_output_file(args.output, args.overwrite)
     from lanistr.tasks.predict import Predictor
 
     predictor = Predictor(args.model, windows=args.windows, stride=args.stride,
-                          runtime=args.runtime)
+                          runtime=args.runtime, device=resolve_device(args.device),
+                          overrides=model_overrides(args))
     texts, pairs, words = read_inputs(args, predictor)
-    progress = bool(args.input)
+    progress = progress_enabled(args) and bool(args.input)
     rows = []
     if predictor.kind == "classify":
         probs, truncated = predictor.classify(texts, pairs, args.batch_size, progress)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from lanistr.commands import add_run_args, run_sets
 
-SECTIONS = {"model", "data", "train", "init"}
-
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -17,7 +15,8 @@ def register(sub) -> None:
             "mlm_probability, whole_word_mask, nsp), `train` (batch_size, grad_accum, lr, "
             "warmup_steps, schedule, max_steps or max_minutes, eval_every, save_every, "
             "keep_last, precision fp32|bf16, seed) and `init` (scratch or a checkpoint dir). "
-            "Runs under torchrun for data-parallel training. Ctrl-C saves a checkpoint."),
+            "Runs under torchrun for data-parallel training. Ctrl-C saves a checkpoint; "
+            "`lanistr pretrain --output DIR --resume` continues it with the run's own config."),
         epilog="example: lanistr pretrain --config examples/pretrain_sotu.yaml "
                "--set train.max_steps=200 --output runs/sotu",
     )
@@ -27,10 +26,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from lanistr.tasks.pretrain import pretrain
-    from lanistr.tasks.runner import load_run_config
+    from lanistr.tasks.run_config import load_run
 
-    data = load_run_config(args.config, run_sets(args), SECTIONS)
-    result = pretrain(data, args.output, resume=args.resume)
+    run = load_run("pretrain", args.config, run_sets(args), args.output, args.resume)
+    result = pretrain(run, args.output, resume=args.resume)
     if result.metrics:
         print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in result.metrics.items()))
     print(f"model saved in {result.model_dir}")

@@ -6,7 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
-from lanistr.commands import non_negative_int, positive_int
+from lanistr.commands import (
+    add_model_args,
+    model_overrides,
+    non_negative_int,
+    positive_int,
+    resolve_device,
+)
 from lanistr.errors import ConfigError, LanistrError
 
 EPILOG = """\
@@ -36,8 +42,7 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="checkpoint directory (config.json + model.safetensors + tokenizer)")
+    add_model_args(p, "checkpoint directory (config.json + model.safetensors + tokenizer)")
     p.add_argument("--tokenizer", metavar="DIR",
                    help="tokenizer directory or file (default: the --model directory)")
     p.add_argument("--text", required=True, help="the text to encode")
@@ -131,7 +136,8 @@ def run(args) -> int:
                         tokenizer=args.tokenizer, layers=args.layers, heads=args.heads,
                         query=args.query_token, words=args.words, rollout=args.rollout,
                         html=args.html, max_len=args.max_len, window=window,
-                        max_cells=args.max_cells, html_max_tokens=args.html_max_tokens)
+                        max_cells=args.max_cells, html_max_tokens=args.html_max_tokens,
+                        overrides=model_overrides(args), device=resolve_device(args.device))
     pred = summary["prediction"]
     suffix = f" | predicted: {pred['label']} (p={pred['probability']:.2f})" if pred else ""
     print(f"wrote {len(summary['files'])} files to {args.output} ({summary['num_tokens']} "
@@ -143,10 +149,13 @@ def visualize(model_dir, text: str, output, *, text_pair: str | None = None,
               tokenizer=None, layers: list[str] | None = None, heads: list[str] | None = None,
               query: int = 0, words: bool = False, rollout: bool = False, html: bool = False,
               max_len: int | None = None, window: tuple[int, int] | None = None,
-              max_cells: int = 160, html_max_tokens: int = 256) -> dict:
+              max_cells: int = 160, html_max_tokens: int = 256, overrides: dict | None = None,
+              device=None) -> dict:
     """Draw the attention of the checkpoint in ``model_dir`` on ``text`` into ``output``
     (the files listed in EPILOG) and return the summary that is also written as
-    ``summary.json``. ``layers``/``heads`` take the CLI forms (``["0,2", "-1"]``)."""
+    ``summary.json``. ``layers``/``heads`` take the CLI forms (``["0,2", "-1"]``);
+    ``overrides`` change fields of the model's config for this run (another attention
+    backend: ``{"attention": {"backend": "sliding_window", "window": 64}}``)."""
     import torch
 
     from lanistr import viz
@@ -155,7 +164,8 @@ def visualize(model_dir, text: str, output, *, text_pair: str | None = None,
     from lanistr.nn import load_model
 
     started = time.perf_counter()
-    model = load_model(model_dir).eval()
+    device = torch.device(device or "cpu")
+    model = load_model(model_dir, **(overrides or {})).to(device).eval()
     config = model.config
     tok = Tokenizer.from_pretrained(tokenizer or model_dir)
     max_len = max_len or config.max_len
@@ -168,8 +178,8 @@ def visualize(model_dir, text: str, output, *, text_pair: str | None = None,
     n = int(batch.attention_mask[0].sum())
     loaded = time.perf_counter()
     with torch.inference_mode():
-        out = model(batch.input_ids, batch.attention_mask, batch.token_type_ids,
-                    output_attentions=True)
+        out = model(batch.input_ids.to(device), batch.attention_mask.to(device),
+                    batch.token_type_ids.to(device), output_attentions=True)
     forward_done = time.perf_counter()
     if not out.attentions:
         raise LanistrError(f"{model_dir}: the model returned no attention weights")

@@ -262,8 +262,22 @@ def read_conll(path: str | os.PathLike) -> list[Sentence]:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """The non-empty lines of a plain text file (trailing whitespace removed), one item each."""
-    items = [line.rstrip() for line in _lines(Path(path)) if line.strip()]
+    """The non-empty lines of a plain text file (trailing whitespace removed), one item each;
+    ``-`` reads standard input."""
+    if str(path) == "-":
+        import sys
+
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+        except UnicodeDecodeError as exc:
+            raise DataError("<stdin>", None, f"not UTF-8 text ({exc.reason} at byte "
+                            f"{exc.start})") from None
+        lines = text.replace("\r\n", "\n").split("\n")
+        path = "<stdin>"
+    else:
+        lines = _lines(Path(path))
+    items = [line.rstrip() for line in lines if line.strip()]
     if not items:
         raise _empty(path)
     return items

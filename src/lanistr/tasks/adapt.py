@@ -37,15 +37,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lanistr.config import TrainConfig, from_dict
+from lanistr.config import TrainConfig
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError, DataError
 from lanistr.io import atomic_path, write_json
 from lanistr.tasks.finetune import TASKS, Setup
-from lanistr.tasks.labelled import IGNORE, Encoded, encode_texts, pad_batch, read_labelled_texts
+from lanistr.tasks.labelled import (
+    IGNORE,
+    Encoded,
+    concat_encoded,
+    encode_texts,
+    pad_batch,
+    read_labelled_texts,
+)
 from lanistr.tasks.objectives import FinetuneTask
 from lanistr.tasks.param_groups import freeze, layer_depth
-from lanistr.tasks.run_config import FinetuneDataConfig
+from lanistr.tasks.run_config import DannOptions, DannRun, DaptRun, FinetuneDataConfig, parse_run
 from lanistr.tasks.trainer import GlobalOrder, Task
 
 log = logging.getLogger("lanistr")
@@ -56,30 +63,6 @@ def _path(path) -> Path:
 
 
 # =========================================================================== DAPT
-
-
-@dataclass
-class DaptOptions:
-    """The ``adapt`` section of ``lanistr adapt dapt``."""
-
-    extend_vocab: int = 0  # add the N most frequent domain words missing from the vocabulary
-    min_word_count: int = 2  # ... that occur at least this often
-    # gradual unfreezing: the MLM head alone first (a converted encoder's head is new and
-    # random), then one more encoder layer from the top every N steps (0 = all from step 0)
-    unfreeze_every: int = 0
-
-    def __post_init__(self) -> None:
-        if self.extend_vocab < 0:
-            raise ConfigError(f"adapt.extend_vocab={self.extend_vocab} must be >= 0")
-        if self.unfreeze_every < 0:
-            raise ConfigError(f"adapt.unfreeze_every={self.unfreeze_every} must be >= 0")
-        if self.min_word_count < 1:
-            raise ConfigError(f"adapt.min_word_count={self.min_word_count} must be >= 1")
-
-
-#: Continued-pretraining defaults where the config does not say (a pretrained start point
-#: wants a smaller learning rate than pretraining from scratch).
-DAPT_TRAIN_DEFAULTS = {"lr": 1e-4, "warmup_ratio": 0.06, "max_steps": 1000}
 
 
 def frequent_new_words(files: Sequence[str | Path], tokenizer: Tokenizer, n: int,
@@ -181,35 +164,19 @@ def prepare_extended_init(init: str | Path, files: Sequence[str], n: int, min_co
     return out
 
 
-def dapt(run: dict, output_dir: str | Path, resume: bool = False):
+def dapt(run: DaptRun | dict, output_dir: str | Path, resume: bool = False):
     """Domain-adaptive pretraining: MLM on ``data.train`` starting from checkpoint ``init``
     (sections init, data, train, adapt). The same steps as
     :func:`lanistr.tasks.pretrain.pretrain` (so it resumes the same way), with the optional
     vocabulary extension first, written by rank 0 to ``output_dir/init``. Returns the
     runner's ``RunResult``."""
-    from lanistr.tasks.pretrain import (
-        PretrainDataConfig,
-        build_mlm_model,
-        build_mlm_task,
-        prepare_tokenizer,
-    )
-    from lanistr.tasks.runner import run_training, start, train_config
+    from lanistr.tasks.pretrain import build_mlm_model, build_mlm_task, prepare_tokenizer
+    from lanistr.tasks.runner import run_training, start
 
+    if isinstance(run, dict):
+        run = parse_run("dapt", run)
     output_dir = Path(output_dir)
-    init = run.get("init")
-    if not isinstance(init, str) or not init or init == "scratch":
-        raise ConfigError("init: give the checkpoint directory to adapt (a pretraining output's "
-                          "model/, or a `lanistr convert-hf` output)")
-    init = str(_path(init))
-    options = from_dict(DaptOptions, run.get("adapt") or {}, "adapt")
-    run = {**run, "init": init, "train": {**DAPT_TRAIN_DEFAULTS, **(run.get("train") or {})}}
-    train = train_config(run)
-    data = from_dict(PretrainDataConfig, run.get("data") or {}, "data")
-    if not data.train:
-        raise ConfigError("data.train: no domain text given (--corpus FILE ...)")
-    if options.extend_vocab and data.tokenizer:
-        raise ConfigError("data.tokenizer cannot be combined with adapt.extend_vocab (the "
-                          "extended tokenizer is written beside the extended model)")
+    init, train, data, options = run.init, run.train, run.data, run.adapt
     ctx = start(train, output_dir)
     if options.unfreeze_every and ctx.enabled:
         raise ConfigError("adapt.unfreeze_every: gradual unfreezing is not supported under "
@@ -230,7 +197,8 @@ def dapt(run: dict, output_dir: str | Path, resume: bool = False):
     if ctx.is_main:
         log.info("domain-adaptive pretraining of %s: %s, %.2fM parameters, vocabulary %d",
                  init, type(model).__name__, model.num_parameters() / 1e6, tokenizer.vocab_size)
-    return run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
+    return run_training(model, task, train, output_dir, ctx, resume=resume,
+                        run_config=run.to_dict())
 
 
 # =========================================================================== domain probe
@@ -387,31 +355,6 @@ def domain_probe(model_dir: str | Path, source: str | Path, target: str | Path, 
 # =========================================================================== DANN
 
 
-@dataclass
-class DannOptions:
-    """The ``dann`` section of ``lanistr adapt dann``."""
-
-    target: str | None = None  # unlabelled target-domain training data (labels are ignored)
-    target_max_examples: int = 0  # use at most this many target examples (0 = all)
-    domain_weight: float = 1.0  # weight of the domain loss (0 = source-only fine-tuning)
-    max_lambda: float = 1.0  # final gradient-reversal weight
-    gamma: float = 10.0  # steepness of the reversal-weight schedule
-    domain_lr_scale: float = 10.0  # the (new, randomly initialised) domain head trains at lr x this
-    unfreeze_every: int = 0  # gradual unfreezing: one more layer every N steps (0 = off)
-
-    def __post_init__(self) -> None:
-        if self.domain_weight < 0:
-            raise ConfigError(f"dann.domain_weight={self.domain_weight} must be >= 0")
-        if self.max_lambda < 0:
-            raise ConfigError(f"dann.max_lambda={self.max_lambda} must be >= 0")
-        if self.gamma <= 0:
-            raise ConfigError(f"dann.gamma={self.gamma} must be > 0")
-        if self.domain_lr_scale <= 0:
-            raise ConfigError(f"dann.domain_lr_scale={self.domain_lr_scale} must be > 0")
-        if self.unfreeze_every < 0 or self.target_max_examples < 0:
-            raise ConfigError("dann.unfreeze_every and dann.target_max_examples must be >= 0")
-
-
 class GradualUnfreezing:
     """ULMFiT-style gradual unfreezing: at step 0 only the heads (pooler, classifier, domain
     head) train; every ``every`` steps the next encoder layer from the top is unfrozen, the
@@ -454,7 +397,7 @@ class DomainAdversarialTask(Task):
         self.patience = base.patience
         self.n_source = base.train_size()
         self.n_target = len(target)
-        self.joint = _concat(base.train_data, _unlabelled(target, base.train_data))
+        self.joint = concat_encoded([base.train_data, _unlabelled(target, base.train_data)])
         self.target_order = GlobalOrder(self.n_target, seed + 1)
         self.grl_lambda = 0.0
 
@@ -568,14 +511,6 @@ def _unlabelled(target: Encoded, like: Encoded) -> Encoded:
     return Encoded(target.path, target.lines, target.ids, types, targets, target.num_truncated)
 
 
-def _concat(a: Encoded, b: Encoded) -> Encoded:
-    targets = (np.concatenate([a.targets, b.targets]) if isinstance(a.targets, np.ndarray)
-               else list(a.targets) + list(b.targets))
-    types = None if a.types is None else list(a.types) + list(b.types)
-    return Encoded(f"{a.path} + {b.path}", a.lines + b.lines, list(a.ids) + list(b.ids), types,
-                   targets, a.num_truncated + b.num_truncated)
-
-
 def encode_target(kind: str, path: str, data: FinetuneDataConfig, tokenizer: Tokenizer,
                   max_examples: int, seed: int) -> Encoded:
     """Unlabelled target-domain examples for the DANN task of ``kind`` (labels ignored)."""
@@ -652,30 +587,28 @@ def export_task_model(model_dir: Path, task: Task) -> None:
         task.save_extra(tmp)
 
 
-def dann(run: dict, output_dir: str | Path, resume: bool = False,
+def dann(run: DannRun | dict, output_dir: str | Path, resume: bool = False,
          truncate: bool = True) -> DannResult:
     """Domain-adversarial fine-tuning from a run config dict (sections task, init, model,
     data, finetune, dann, train). Writes ``output_dir/model`` (the plain task model: the
     best on the source held-out data when there is one, else the last) and, with
     ``data.test`` (labelled *target* test data), ``output_dir/test_metrics.json``."""
-    from lanistr.tasks.finetune import eval_once_per_epoch, prepare_run
+    from lanistr.tasks.finetune import run_tokenizer
     from lanistr.tasks.predict import Predictor
-    from lanistr.tasks.runner import run_training, start
+    from lanistr.tasks.runner import eval_once_per_epoch, run_training, start
 
+    if isinstance(run, dict):
+        run = parse_run("dann", run)
     output_dir = Path(output_dir)
-    run, kind, init, train, data, options, tokenizer = prepare_run(
-        run, "e.g. a `lanistr adapt dapt` output's model/", role="source")
-    adapt = from_dict(DannOptions, run.get("dann") or {}, "dann")
-    if not adapt.target:
-        raise ConfigError("dann.target: no unlabelled target-domain training file given")
+    kind, train, data, options, adapt = run.task, run.train, run.data, run.finetune, run.dann
+    tokenizer = run_tokenizer(run)
 
     ctx = start(train, output_dir)
     if adapt.unfreeze_every and ctx.enabled:
         raise ConfigError("dann.unfreeze_every: gradual unfreezing is not supported under "
                           "torchrun (DDP fixes the trainable parameters when it starts)")
     torch.manual_seed(train.seed)
-    setup = Setup(run, data, options, tokenizer, init, ctx, train.seed, train.batch_size, truncate)
-    base_model, base_task = TASKS[kind](setup)
+    base_model, base_task = TASKS[kind](Setup(run, tokenizer, ctx, truncate))
     model = domain_adversarial_model(base_model)
     del base_model
     if options.freeze_embeddings or options.freeze_layers:
@@ -686,13 +619,15 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
     target = encode_target(kind, adapt.target, data, tokenizer, adapt.target_max_examples,
                            train.seed)
     task = DomainAdversarialTask(base_task, target, adapt, train.seed, unfreezing)
-    train = eval_once_per_epoch(run, train, task, ctx)
+    run = eval_once_per_epoch(run, task, ctx)
+    train = run.train
     if ctx.is_main:
         log.info("dann/%s: %d labelled source examples, %d unlabelled target examples; "
                  "domain weight %g, lambda -> %g; model %s, %.2fM parameters", kind,
                  task.n_source, task.n_target, adapt.domain_weight, adapt.max_lambda,
                  type(model).__name__, model.num_parameters() / 1e6)
-    result = run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
+    result = run_training(model, task, train, output_dir, ctx, resume=resume,
+                          run_config=run.to_dict())
     test_metrics = domain_acc = None
     if ctx.is_main:
         if adapt.domain_weight:
@@ -712,7 +647,7 @@ def dann(run: dict, output_dir: str | Path, resume: bool = False,
 
 
 __all__ = [
-    "DAPT_TRAIN_DEFAULTS", "DannOptions", "DannResult", "DaptOptions", "DomainAdversarialTask",
+    "DannResult", "DomainAdversarialTask",
     "GradualUnfreezing", "dapt", "dann", "domain_probe", "extend_tokenizer", "extend_vocabulary",
     "fit_logistic_regression", "frequent_new_words", "pooled_features", "read_domain_texts",
 ]

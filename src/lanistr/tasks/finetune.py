@@ -14,7 +14,6 @@ New task kinds register a builder in :data:`TASKS` (``task: NAME`` in the config
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +24,15 @@ import torch
 from torch import nn
 
 from lanistr.checkpoint import load_with_new_head
-from lanistr.config import LanistrConfig, TrainConfig, from_dict
+from lanistr.config import LanistrConfig, from_dict
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.distributed import DistContext
 from lanistr.errors import ConfigError, DataError
 from lanistr.io import write_json
+from lanistr.tasks import frozen_cache, recipe
 from lanistr.tasks.labelled import (
     Encoded,
+    concat_encoded,
     encode_segmented,
     encode_tagged,
     encode_texts,
@@ -43,8 +44,14 @@ from lanistr.tasks.labelled import (
 from lanistr.tasks.objectives import ClassificationTask, TaggingTask
 from lanistr.tasks.param_groups import freeze
 from lanistr.tasks.predict import Predictor
-from lanistr.tasks.run_config import FinetuneDataConfig, FinetuneOptions
-from lanistr.tasks.runner import FinetuneResult, default_train
+from lanistr.tasks.run_config import (
+    FinetuneDataConfig,
+    FinetuneOptions,
+    FinetuneRun,
+    Seq2SeqRun,
+    parse_run,
+)
+from lanistr.tasks.runner import FinetuneResult, eval_once_per_epoch
 from lanistr.tasks.trainer import Task
 
 log = logging.getLogger("lanistr")
@@ -87,17 +94,24 @@ def build_model(cls, init: str, model_section: dict, tokenizer: Tokenizer, label
 
 @dataclass
 class Setup:
-    """What a task builder gets: the parsed sections and the run's context."""
+    """What a task builder gets: the run's typed config, its tokenizer and context."""
 
-    run: dict
-    data: FinetuneDataConfig
-    options: FinetuneOptions
+    run: FinetuneRun
     tokenizer: Tokenizer
-    init: str
     ctx: DistContext
-    seed: int
-    eval_batch_size: int
     truncate: bool = True
+
+    @property
+    def data(self) -> FinetuneDataConfig:
+        return self.run.data
+
+    @property
+    def options(self) -> FinetuneOptions:
+        return self.run.finetune
+
+    @property
+    def seed(self) -> int:
+        return self.run.train.seed
 
 
 def _split_eval(train: Encoded, fraction: float, seed: int) -> tuple[Encoded, Encoded]:
@@ -114,13 +128,24 @@ def _meta(kind: str, data: FinetuneDataConfig) -> dict:
             "label_field": data.label_field, "max_len": data.max_len}
 
 
+def _held_out(s: Setup, train: Encoded, encode_file, limit, report: dict):
+    """(train, held-out | None): data.eval, else data.eval_fraction of the training data."""
+    d = s.data
+    if d.eval:
+        ev = encode_file(d.eval)
+        report_truncation(ev, limit, report)
+        return train, ev
+    if d.eval_fraction:
+        return _split_eval(train, d.eval_fraction, s.seed)
+    return train, None
+
+
 def build_classification(s: Setup):
     from lanistr.config import HierarchicalConfig
-    from lanistr.nn import LanistrForSequenceClassification
-    from lanistr.nn.hierarchical import LanistrForDocumentClassification
+    from lanistr.nn import LanistrForDocumentClassification, LanistrForSequenceClassification
 
     d = s.data
-    model_section = s.run.get("model") or {}
+    model_section = s.run.model
     hierarchical = model_section.get("long") == "hierarchical"
     if hierarchical:
         if d.text_pair_field:
@@ -128,15 +153,17 @@ def build_classification(s: Setup):
                               "remove data.text_pair_field")
         h = from_dict(HierarchicalConfig, model_section.get("hierarchical") or {},
                       "model.hierarchical")
-    texts, pairs, labels, lines = read_labelled_texts(d.train, d.text_field, d.label_field,
-                                                      d.text_pair_field)
-    label_set = sorted(set(labels))
+    files = d.train_files
+    read = {f: read_labelled_texts(f, d.text_field, d.label_field, d.text_pair_field)
+            for f in files}
+    label_set = sorted({label for _, _, labels, _ in read.values() for label in labels})
     if len(label_set) < 2:
-        raise DataError(d.train, None, f"needs at least two distinct labels in field "
+        raise DataError(files[0], None, f"needs at least two distinct labels in field "
                         f"{d.label_field!r}, found {label_set}")
+    train_name = " + ".join(files)
 
     def encode(path, texts, pairs, labels, lines) -> Encoded:
-        y = label_ids(labels, label_set, path, lines, d.train)
+        y = label_ids(labels, label_set, path, lines, train_name)
         if hierarchical:
             ids, cut = encode_segmented(s.tokenizer, texts, h)
             return Encoded(str(path), lines, ids, None, y, cut)
@@ -144,30 +171,24 @@ def build_classification(s: Setup):
                                        truncate=s.truncate, path=path, lines=lines)
         return Encoded(str(path), lines, ids, types, y, cut)
 
+    def encode_file(path) -> Encoded:
+        texts, pairs, labels, lines = read.get(path) or read_labelled_texts(
+            path, d.text_field, d.label_field, d.text_pair_field)
+        return encode(path, texts, pairs, labels, lines)
+
     report: dict = {}
     limit = f"hierarchical.max_segments={h.max_segments}" if hierarchical else d.max_len
-    train = encode(d.train, texts, pairs, labels, lines)
-    report_truncation(train, limit, report)
-    if d.eval:
-        ev = _encode_file(encode, d.eval, d)
-        report_truncation(ev, limit, report)
-    elif d.eval_fraction:
-        train, ev = _split_eval(train, d.eval_fraction, s.seed)
-    else:
-        ev = None
+    parts = [encode_file(f) for f in files]
+    for part in parts:
+        report_truncation(part, limit, report)
+    train, ev = _held_out(s, concat_encoded(parts), encode_file, limit, report)
     cls = LanistrForDocumentClassification if hierarchical else LanistrForSequenceClassification
-    model = build_model(cls, s.init, model_section, s.tokenizer, label_set,
+    model = build_model(cls, s.run.init, model_section, s.tokenizer, label_set,
                         h.segment_len if hierarchical else d.max_len)
     task = ClassificationTask(train, ev, label_set, s.tokenizer, s.options,
-                              _meta("classify", d), s.eval_batch_size)
+                              _meta("classify", d), s.run.train.batch_size)
     task.truncation = report
     return model, task
-
-
-def _encode_file(encode, path, d: FinetuneDataConfig) -> Encoded:
-    texts, pairs, labels, lines = read_labelled_texts(path, d.text_field, d.label_field,
-                                                      d.text_pair_field)
-    return encode(path, texts, pairs, labels, lines)
 
 
 def build_tagging(s: Setup):
@@ -175,28 +196,26 @@ def build_tagging(s: Setup):
     from lanistr.nn import LanistrForTokenClassification
 
     d = s.data
-    sentences = read_conll(resolve_path(d.train))
-    label_set = sorted({t for sent in sentences for t in sent.tags})
+    files = d.train_files
+    read = {f: read_conll(resolve_path(f)) for f in files}
+    label_set = sorted({t for sents in read.values() for sent in sents for t in sent.tags})
+    train_name = " + ".join(files)
 
-    def encode(path, sents) -> Encoded:
+    def encode_file(path) -> Encoded:
+        sents = read.get(path) or read_conll(resolve_path(path))
         ids, targets, cut = encode_tagged(s.tokenizer, sents, label_set, d.max_len,
-                                          truncate=s.truncate, path=path, train_path=d.train)
+                                          truncate=s.truncate, path=path, train_path=train_name)
         return Encoded(str(path), [x.line for x in sents], ids, None, targets, cut)
 
     report: dict = {}
-    train = encode(d.train, sentences)
-    report_truncation(train, d.max_len, report)
-    if d.eval:
-        ev = encode(d.eval, read_conll(resolve_path(d.eval)))
-        report_truncation(ev, d.max_len, report)
-    elif d.eval_fraction:
-        train, ev = _split_eval(train, d.eval_fraction, s.seed)
-    else:
-        ev = None
-    model = build_model(LanistrForTokenClassification, s.init, s.run.get("model") or {},
+    parts = [encode_file(f) for f in files]
+    for part in parts:
+        report_truncation(part, d.max_len, report)
+    train, ev = _held_out(s, concat_encoded(parts), encode_file, d.max_len, report)
+    model = build_model(LanistrForTokenClassification, s.run.init, s.run.model,
                         s.tokenizer, label_set, d.max_len)
     task = TaggingTask(train, ev, label_set, s.tokenizer, s.options, _meta("tag", d),
-                       s.eval_batch_size)
+                       s.run.train.batch_size)
     task.truncation = report
     return model, task
 
@@ -211,89 +230,51 @@ TASKS: dict[str, Callable[[Setup], tuple[nn.Module, Task]]] = {
 # --------------------------------------------------------------------------- the run
 
 
-def prepare_run(run: dict, init_examples: str, other_tasks: list[str] = (),
-                role: str = "") -> tuple:
-    """Validate the sections of a fine-tuning run (shared by ``finetune`` and ``adapt
-    dann``): ``(run with defaults, task kind, init, TrainConfig, FinetuneDataConfig,
-    FinetuneOptions, Tokenizer)``. ``role`` names the training data in errors ("source")."""
-    from lanistr.tasks.runner import train_section
-
-    kind = run.get("task", "classify")
-    if kind not in TASKS:
-        raise ConfigError(f"task={kind!r} is not a fine-tuning task (choose from "
-                          f"{', '.join([*TASKS, *other_tasks])})")
-    init = run.get("init")
-    if not isinstance(init, str) or not init:
-        raise ConfigError(f"init: give a checkpoint directory ({init_examples}) or `scratch` "
-                          "(with a model section and data.tokenizer)")
-    if init != "scratch":
-        init = str(resolve_path(init))
-    run = {**run, "task": kind, "train": train_section(run, default_train(init != "scratch"))}
-    train = from_dict(TrainConfig, run["train"], "train")
-    data = from_dict(FinetuneDataConfig, run.get("data") or {}, "data")
-    options = from_dict(FinetuneOptions, run.get("finetune") or {}, "finetune")
-    held_out = f"held-out {role + ' ' if role else ''}data"
-    if not data.train:
-        raise ConfigError(f"data.train: no labelled {role + '-domain ' if role else ''}"
-                          "training file given")
-    if options.patience and not (data.eval or data.eval_fraction):
-        raise ConfigError(f"finetune.patience needs {held_out}: set data.eval or "
-                          "data.eval_fraction")
-    source = data.tokenizer or (init if init != "scratch" else None)
-    if source is None:
-        raise ConfigError("init: scratch needs data.tokenizer (a tokenizer directory; train one "
-                          "with `lanistr tokenizer train`)")
-    return run, kind, init, train, data, options, Tokenizer.from_pretrained(resolve_path(source))
+def run_tokenizer(run: FinetuneRun) -> Tokenizer:
+    """The tokenizer of a fine-tuning run: ``data.tokenizer``, else the one of ``init``."""
+    return Tokenizer.from_pretrained(resolve_path(run.data.tokenizer or run.init))
 
 
-def eval_once_per_epoch(run: dict, train: TrainConfig, task, ctx) -> TrainConfig:
-    """Where the run config does not set ``train.eval_every``: evaluate once per epoch
-    (the value is also written into ``run`` so that the saved run config says it)."""
-    if "eval_every" in run["train"]:
-        return train
-    per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
-                                             * train.grad_accum))
-    run["train"] = {**run["train"], "eval_every": per_epoch}
-    return dataclasses.replace(train, eval_every=per_epoch)
-
-
-def finetune(run: dict, output_dir: str | Path, resume: bool = False,
+def finetune(run: FinetuneRun | Seq2SeqRun | dict, output_dir: str | Path, resume: bool = False,
              truncate: bool = True) -> FinetuneResult:
-    """Fine-tune from a run config dict (sections task, init, model, data, finetune, train);
-    write ``output_dir/model`` (the best model on the eval set, else the last) and, when
-    ``data.test`` is given, ``output_dir/test_metrics.json``."""
+    """Fine-tune from a run config (a :class:`FinetuneRun`, or a dict with the sections task,
+    init, model, data, finetune, train); write ``output_dir/model`` (the best model on the eval
+    set, else the last) and, when ``data.test`` is given, ``output_dir/test_metrics.json``."""
     from lanistr.tasks.runner import run_training, start
 
+    if isinstance(run, dict):  # the default recipe fills in what the dict does not say
+        run = parse_run("finetune", recipe.apply(run))
     output_dir = Path(output_dir)
-    if run.get("task") == "seq2seq":  # its own data/finetune sections and model
+    if isinstance(run, Seq2SeqRun):  # its own data/finetune sections and model
         from lanistr.tasks.seq2seq import finetune_seq2seq
 
         return finetune_seq2seq(run, output_dir, resume=resume, truncate=truncate)
-    run, kind, init, train, data, options, tokenizer = prepare_run(
-        run, "a pretraining output's model/, a `lanistr convert-hf` output", ["seq2seq"])
+    tokenizer = run_tokenizer(run)
+    train = run.train
     ctx = start(train, output_dir)
     torch.manual_seed(train.seed)
-    setup = Setup(run, data, options, tokenizer, init, ctx, train.seed, train.batch_size,
-                  truncate)
-    model, task = TASKS[kind](setup)
+    model, task = TASKS[run.task](Setup(run, tokenizer, ctx, truncate))
+    options = run.finetune
     if options.freeze_embeddings or options.freeze_layers:
         n = freeze(model, options.freeze_embeddings, options.freeze_layers)
         if ctx.is_main:
             log.info("froze %.2fM parameters (embeddings%s)", n / 1e6,
                      f" + {options.freeze_layers} layers" if options.freeze_layers else "")
-    train = eval_once_per_epoch(run, train, task, ctx)
+        frozen_cache.maybe_attach(task, model, options.freeze_layers, options.cache_frozen, ctx)
+    run = eval_once_per_epoch(run, task, ctx)
     if ctx.is_main:
-        log.info("%s: %d training examples, %d labels%s; model %s, %.2fM parameters", kind,
+        log.info("%s: %d training examples, %d labels%s; model %s, %.2fM parameters", run.task,
                  task.train_size(), len(model.config.labels),
                  f", {len(task.eval_data)} held-out (selecting on {task.best_metric})"
                  if task.eval_data is not None else "", type(model).__name__,
                  model.num_parameters() / 1e6)
     truncated = dict(getattr(task, "truncation", {}))
-    result = run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
+    result = run_training(model, task, run.train, output_dir, ctx, resume=resume,
+                          run_config=run.to_dict())
     test_metrics = None
-    if data.test and ctx.is_main:
+    if run.data.test and ctx.is_main:
         predictor = Predictor(result.model_dir, device=ctx.device)
-        test_metrics = predictor.evaluate_file(data.test, progress=train.progress)
+        test_metrics = predictor.evaluate_file(run.data.test, progress=run.train.progress)
         write_json(output_dir / "test_metrics.json", test_metrics)
     return FinetuneResult(result.model_dir, result.steps, result.stop_reason, result.metrics,
                           test_metrics, truncated)

@@ -48,6 +48,19 @@ class Encoded:
                        self.num_truncated)
 
 
+def concat_encoded(parts: Sequence[Encoded]) -> Encoded:
+    """One :class:`Encoded` of several (e.g. the files of a ``data.train`` list), in order."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    targets = (np.concatenate([p.targets for p in parts]) if isinstance(first.targets, np.ndarray)
+               else [t for p in parts for t in p.targets])
+    types = None if first.types is None else [t for p in parts for t in p.types]
+    return Encoded(" + ".join(p.path for p in parts), [x for p in parts for x in p.lines],
+                   [x for p in parts for x in p.ids], types, targets,
+                   sum(p.num_truncated for p in parts))
+
+
 def resolve_path(path: str | Path) -> Path:
     return Path(path).expanduser()
 

@@ -4,51 +4,23 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from lanistr.config import LanistrConfig, from_dict
+from lanistr.config import LanistrConfig
 from lanistr.data.pretraining import MLMCollator, NSPDataset, PackedDataset, build_token_cache
 from lanistr.data.tokenizer import Tokenizer, train_tokenizer
 from lanistr.distributed import DistContext
 from lanistr.errors import ConfigError
+from lanistr.tasks.run_config import PretrainDataConfig, PretrainRun, parse_run
 from lanistr.tasks.trainer import Task
 
 log = logging.getLogger("lanistr")
 
 IGNORE = -100
 EVAL_EPOCH = 2**31 - 1
-
-
-@dataclass
-class PretrainDataConfig:
-    train: list[str] = field(default_factory=list)
-    eval: list[str] = field(default_factory=list)
-    tokenizer: str | None = None  # a tokenizer dir; None = train one on `train`
-    vocab_size: int = 8000  # for a newly trained tokenizer
-    lowercase: bool = True
-    max_len: int = 128
-    mlm_probability: float = 0.15
-    whole_word_mask: bool = True
-    nsp: bool = False
-    cache_dir: str | None = None  # token cache; default OUTPUT/cache
-    eval_max_examples: int = 512
-
-    def __post_init__(self) -> None:
-        if isinstance(self.train, str):
-            self.train = [self.train]
-        if isinstance(self.eval, str):
-            self.eval = [self.eval]
-        self.train = [os.path.expanduser(f) for f in self.train]
-        self.eval = [os.path.expanduser(f) for f in self.eval]
-        if self.max_len < 8:
-            raise ConfigError(f"data.max_len={self.max_len} must be >= 8")
-        if not 0 < self.mlm_probability < 1:
-            raise ConfigError(f"data.mlm_probability={self.mlm_probability} must be in (0, 1)")
 
 
 class MLMTask(Task):
@@ -200,19 +172,21 @@ def build_mlm_model(model_section: dict, tokenizer: Tokenizer, data: PretrainDat
     return cls(config)
 
 
-def pretrain(run: dict, output_dir: str | Path, resume: bool = False):
+def pretrain(run: PretrainRun | dict, output_dir: str | Path, resume: bool = False):
     """Run pretraining from a run config dict (sections model, data, train, init)."""
-    from lanistr.tasks.runner import run_training, start, train_config
+    from lanistr.tasks.runner import run_training, start
 
+    if isinstance(run, dict):
+        run = parse_run("pretrain", run)
     output_dir = Path(output_dir)
-    train = train_config(run)
-    data = from_dict(PretrainDataConfig, run.get("data") or {}, "data")
+    train, data = run.train, run.data
     ctx = start(train, output_dir)
-    init = run.get("init")
-    tokenizer = prepare_tokenizer(data, output_dir, ctx, init if init != "scratch" else None)
+    init = None if run.from_scratch else run.init
+    tokenizer = prepare_tokenizer(data, output_dir, ctx, init)
     torch.manual_seed(train.seed)
-    model = build_mlm_model(run.get("model") or {}, tokenizer, data, init)
+    model = build_mlm_model(run.model, tokenizer, data, init)
     task = build_mlm_task(data, tokenizer, output_dir, ctx, train.seed, train.batch_size)
     if ctx.is_main:
         log.info("model: %s, %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
-    return run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
+    return run_training(model, task, train, output_dir, ctx, resume=resume,
+                        run_config=run.to_dict())

@@ -90,7 +90,8 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
 
     n = stats.num_examples
     # -- model selection on held-out TRAINING data (never the test set)
-    if not stats.has_eval:
+    no_eval = (raw.get("train") or {}).get("eval_every") == 0  # the user turned evaluation off
+    if not stats.has_eval and not no_eval:
         if n >= 1000:
             frac = round(min(0.1, 2000 / n), 3)
             pick("data.eval_fraction", frac,

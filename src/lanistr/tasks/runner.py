@@ -4,41 +4,20 @@ then call :func:`run_training`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lanistr import rundir
-from lanistr.config import TrainConfig, apply_overrides, dump_yaml, from_dict, load_config_file
+from lanistr.config import TrainConfig, dump_yaml
 from lanistr.distributed import DistContext, setup, teardown
-from lanistr.errors import CheckpointError, ConfigError
+from lanistr.errors import CheckpointError
 from lanistr.io import write_text
-from lanistr.tasks.run_config import LR_PRETRAINED, LR_SCRATCH, TRAIN_DEFAULTS
+from lanistr.tasks.run_config import RunConfig
 from lanistr.tasks.trainer import Task, Trainer, configure_logging
 
 log = logging.getLogger("lanistr")
-
-
-def load_run_config(path: str | None, overrides: list[str] | None, sections: set[str],
-                    defaults: dict | None = None) -> dict:
-    """A run config: YAML file + ``--set`` overrides, restricted to known top-level sections."""
-    data = load_config_file(path) if path else {}
-    data = {**(defaults or {}), **data}
-    apply_overrides(data, overrides)
-    unknown = sorted(set(data) - sections)
-    if unknown:
-        raise ConfigError(f"{path or '--set'}: unknown section{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(unknown)} (valid: {', '.join(sorted(sections))})")
-    return data
-
-
-def train_config(data: dict) -> TrainConfig:
-    return from_dict(TrainConfig, data.get("train") or {}, "train")
-
-
-def train_section(run: dict, defaults: dict) -> dict:
-    """The run's ``train`` section with a task's defaults filled in where it says nothing."""
-    return {**defaults, **(run.get("train") or {})}
 
 
 @dataclass
@@ -60,14 +39,20 @@ class FinetuneResult:
     truncated: dict = field(default_factory=dict)  # file -> (truncated, total)
 
 
-def default_train(pretrained: bool, defaults: dict = TRAIN_DEFAULTS,
-                  lr: tuple[float, float] = (LR_PRETRAINED, LR_SCRATCH)) -> dict:
-    """Training defaults of a fine-tuning run: a lower learning rate from a checkpoint."""
-    return {**defaults, "lr": lr[0] if pretrained else lr[1]}
+def eval_once_per_epoch(run: RunConfig, task, ctx) -> RunConfig:
+    """Where the run config does not set ``train.eval_every``: evaluate once per epoch. Returns
+    the run with the value filled in (so the saved run config says it)."""
+    if not run.eval_every_epoch:
+        return run
+    train = run.train
+    per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
+                                             * train.grad_accum))
+    return run.replace(train=dataclasses.replace(train, eval_every=per_epoch),
+                       eval_every_epoch=False)
 
 
 def start(train: TrainConfig, output_dir: Path) -> DistContext:
-    ctx = setup(train.dist_backend)
+    ctx = setup(train.dist_backend, device=train.device)
     configure_logging(ctx, output_dir)
     return ctx
 

@@ -19,29 +19,23 @@ token F1 and corpus BLEU (:mod:`lanistr.text_metrics`) besides the teacher-force
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lanistr.checkpoint import read_generation_config, save_generation_config
-from lanistr.config import LanistrConfig, TrainConfig, from_dict
+from lanistr.config import LanistrConfig
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError, DataError, LanistrError
-from lanistr.tasks.runner import (
-    FinetuneResult,
-    default_train,
-    run_training,
-    train_section,
-)
+from lanistr.tasks.run_config import Seq2SeqDataConfig, Seq2SeqOptions, Seq2SeqRun, parse_run
+from lanistr.tasks.runner import FinetuneResult, eval_once_per_epoch, run_training
 from lanistr.tasks.runner import start as start_run
 from lanistr.tasks.trainer import Task
 
@@ -49,64 +43,10 @@ log = logging.getLogger("lanistr")
 
 IGNORE = -100
 META_FILE = "finetune.json"
-TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 32, "warmup_ratio": 0.05}
-LR_PRETRAINED, LR_SCRATCH = 3e-4, 5e-4
 _CHUNK = 1024  # examples encoded per tokenizer call
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class Seq2SeqDataConfig:
-    """The ``data`` section of a seq2seq run."""
-
-    train: str | None = None
-    eval: str | None = None  # held-out set: evaluation during training, model selection
-    test: str | None = None  # evaluated once with the final model (test_metrics.json)
-    source_field: str = "source"
-    target_field: str = "target"
-    max_source_len: int = 128  # tokens, [CLS] and [SEP] included
-    max_target_len: int = 128  # target tokens, [SEP] included
-    target_format: Literal["markup", "plain"] = "markup"
-    tokenizer: str | None = None  # default: the tokenizer of `init`
-    max_train_examples: int = 0  # use only the first N training examples (0 = all)
-
-    def __post_init__(self) -> None:
-        if self.max_source_len < 3:
-            raise ConfigError(f"data.max_source_len={self.max_source_len} must be >= 3")
-        if self.max_target_len < 2:
-            raise ConfigError(f"data.max_target_len={self.max_target_len} must be >= 2")
-        if self.max_train_examples < 0:
-            raise ConfigError(f"data.max_train_examples={self.max_train_examples} must be >= 0")
-
-
-@dataclass
-class Seq2SeqOptions:
-    """The ``finetune`` section of a seq2seq run."""
-
-    label_smoothing: float = 0.0
-    copy: bool = False  # a new model gets a copy mechanism (LanistrForSeq2SeqCopy)
-    freeze_encoder: bool = False  # train only the decoder and the output head
-    patience: int = 0  # stop after this many evaluations without improvement (0 = never)
-    metric: Literal["bleu", "exact_match", "token_f1", "loss"] | None = None  # default bleu
-    eval_generate: bool = True  # generate during evaluation (else loss/accuracy only)
-    eval_max_examples: int = 500
-    num_beams: int = 1  # for evaluation, and the saved default of `lanistr generate`
-    length_penalty: float = 1.0
-    max_new_tokens: int | None = None  # default data.max_target_len
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"finetune.label_smoothing={self.label_smoothing} must be in [0, 1)")
-        if self.patience < 0:
-            raise ConfigError(f"finetune.patience={self.patience} must be >= 0")
-        if self.eval_max_examples < 1:
-            raise ConfigError(f"finetune.eval_max_examples={self.eval_max_examples} must be >= 1")
-        if self.num_beams < 1:
-            raise ConfigError(f"finetune.num_beams={self.num_beams} must be >= 1")
-        if self.metric in ("bleu", "exact_match", "token_f1") and not self.eval_generate:
-            raise ConfigError(f"finetune.metric={self.metric} needs finetune.eval_generate=true")
 
 
 # --------------------------------------------------------------------------- text <-> ids
@@ -379,7 +319,7 @@ def build_model(init: str, model_section: dict, tokenizer: Tokenizer, data: Seq2
     return model
 
 
-def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
+def finetune_seq2seq(run: Seq2SeqRun | dict, output_dir: str | Path, resume: bool = False,
                      truncate: bool = True) -> FinetuneResult:
     """Train a seq2seq model from a run config dict (see the module docstring); write
     ``output_dir/model`` (best on the eval set by ``finetune.metric``, else the last) and,
@@ -388,26 +328,11 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
     from lanistr.io import write_json
     from lanistr.nn.decoder import GenerationConfig
 
+    if isinstance(run, dict):
+        run = parse_run("finetune", {"task": "seq2seq", **run})
     output_dir = Path(output_dir)
-    init = run.get("init")
-    if not isinstance(init, str) or not init:
-        raise ConfigError("init: give a checkpoint directory (an encoder to build on, or a "
-                          "seq2seq model to continue) or `scratch` (with data.tokenizer)")
-    if init != "scratch":
-        init = str(Path(init).expanduser())
-    run = {**run, "task": "seq2seq", "train": train_section(
-        run, default_train(init != "scratch", TRAIN_DEFAULTS, (LR_PRETRAINED, LR_SCRATCH)))}
-    train = from_dict(TrainConfig, run["train"], "train")
-    data = from_dict(Seq2SeqDataConfig, run.get("data") or {}, "data")
-    options = from_dict(Seq2SeqOptions, run.get("finetune") or {}, "finetune")
-    if not data.train:
-        raise ConfigError("data.train: no training file given (JSONL/CSV/TSV with "
-                          f"{data.source_field!r} and {data.target_field!r} fields)")
-    if options.patience and not data.eval:
-        raise ConfigError("finetune.patience needs held-out data: set data.eval")
-    source = data.tokenizer or (init if init != "scratch" else None)
-    if source is None:
-        raise ConfigError("init: scratch needs data.tokenizer (a tokenizer directory)")
+    init, train, data, options = run.init, run.train, run.data, run.finetune
+    source = data.tokenizer or init
     tokenizer = prepare_tokenizer(Tokenizer.from_pretrained(Path(source).expanduser()),
                                   data.target_format)
     codec = TextCodec(tokenizer, data.target_format)
@@ -421,7 +346,7 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
             raise DataError(part.path, None, f"{part.source_truncated} sources and "
                             f"{part.target_truncated} targets are longer than "
                             "data.max_source_len/max_target_len")
-    model = build_model(init, run.get("model") or {}, tokenizer, data, options.copy)
+    model = build_model(init, run.model, tokenizer, data, options.copy)
     if options.freeze_encoder:
         for p in model.model.parameters():
             p.requires_grad_(False)
@@ -434,11 +359,8 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
             "max_target_len": data.max_target_len, "target_format": data.target_format}
     task = Seq2SeqTask(train_data, eval_data, codec, options, generation, meta,
                        train.batch_size)
-    if "eval_every" not in run["train"]:
-        per_epoch = max(1, task.train_size() // (train.batch_size * ctx.world_size
-                                                 * train.grad_accum))
-        train = dataclasses.replace(train, eval_every=per_epoch)
-        run["train"] = {**run["train"], "eval_every": per_epoch}
+    run = eval_once_per_epoch(run, task, ctx)
+    train = run.train
     if ctx.is_main:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("seq2seq: %d training pairs%s; %s with %d decoder layers, %.2fM parameters "
@@ -448,7 +370,8 @@ def finetune_seq2seq(run: dict, output_dir: str | Path, resume: bool = False,
                  len(model.decoder.layers), model.num_parameters() / 1e6, trainable / 1e6)
     truncated = {train_data.path: (max(train_data.source_truncated, train_data.target_truncated),
                                    len(train_data))}
-    result = run_training(model, task, train, output_dir, ctx, resume=resume, run_config=run)
+    result = run_training(model, task, train, output_dir, ctx, resume=resume,
+                          run_config=run.to_dict())
     test_metrics = None
     if data.test and ctx.is_main:
         predictor = Seq2SeqPredictor(result.model_dir)
@@ -477,7 +400,8 @@ def is_seq2seq_model(model_dir: str | Path) -> bool:
 class Seq2SeqPredictor:
     """A seq2seq model directory, ready to generate (CPU by default)."""
 
-    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu"):
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", *,
+                 overrides: dict | None = None):
         from lanistr.nn import load_model
 
         self.model_dir = Path(model_dir)
@@ -485,7 +409,7 @@ class Seq2SeqPredictor:
             raise LanistrError(f"{self.model_dir}: not a seq2seq model; train one with "
                                "`lanistr finetune` (task: seq2seq)")
         self.device = torch.device(device)
-        self.model = load_model(self.model_dir).to(self.device).eval()
+        self.model = load_model(self.model_dir, **(overrides or {})).to(self.device).eval()
         self.tokenizer = Tokenizer.from_pretrained(self.model_dir)
         self.generation = read_generation_config(self.model_dir)
         self.codec = TextCodec(self.tokenizer, self.generation.target_format)

@@ -399,8 +399,7 @@ class Trainer:
                             what, self.state.skipped, self.skip_nonfinite)
             return None
         last = self.last_finite_checkpoint()
-        where = (f"; the last good checkpoint (verified finite) is {last}: continue from it "
-                 "with --resume after changing the settings" if last else
+        where = (f"; the last good checkpoint (verified finite) is {last}" if last else
                  "; no finite checkpoint was saved")
         advice = ["lower train.lr", "raise train.warmup_steps"]
         if not self.train.max_grad_norm:
@@ -493,7 +492,9 @@ class Trainer:
     # -- logging -------------------------------------------------------------------------------
 
     def _progress(self):
-        if not (self.ctx.is_main and self.train.progress):
+        import sys
+
+        if not (self.ctx.is_main and self.train.progress and sys.stderr.isatty()):
             return None
         from tqdm.auto import tqdm
 
