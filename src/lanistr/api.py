@@ -27,9 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanistr.errors import LanistrError
+
+if TYPE_CHECKING:
+    import torch
 
 TASKS = ("classify", "tag", "generate", "embed", "attention")
 _SUPPORTS = {
@@ -42,7 +45,7 @@ _WHAT = {"classify": "a classifier", "tag": "a tagger", "generate": "a seq2seq m
          "encode": "an encoder without a task head"}
 
 
-def load(model_dir: str | Path, device: str = "cpu", runtime: str = "torch",
+def load(model_dir: str | Path, device: str | torch.device = "cpu", runtime: str = "torch",
          **options) -> InferenceModel:
     """The checkpoint in ``model_dir`` (a ``lanistr finetune``/``pretrain``/``convert-hf``
     output), ready for inference. ``device``: ``cpu``, ``cuda`` or ``auto`` (a GPU when there
@@ -52,9 +55,10 @@ def load(model_dir: str | Path, device: str = "cpu", runtime: str = "torch",
     return InferenceModel(model_dir, device=device, runtime=runtime, **options)
 
 
-def _device(name: str):
+def _device(name):
     import torch
 
+    name = str(name)  # "cpu", "cuda", "cuda:1", "auto" or a torch.device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda") and not str(name).startswith("cuda:"):
@@ -79,8 +83,8 @@ class InferenceModel:
     """A loaded checkpoint. ``task`` is ``classify``, ``tag``, ``generate`` or ``encode``;
     ``capabilities`` lists the methods that apply to it."""
 
-    def __init__(self, model_dir: str | Path, *, device: str = "cpu", runtime: str = "torch",
-                 **options):
+    def __init__(self, model_dir: str | Path, *, device: str | torch.device = "cpu",
+                 runtime: str = "torch", **options):
         self.model_dir = Path(model_dir)
         if runtime not in ("torch", "onnx"):
             raise LanistrError(f"runtime={runtime!r}: choose torch or onnx")
@@ -90,7 +94,7 @@ class InferenceModel:
                                "directory written by `lanistr finetune`, `pretrain` or "
                                "`convert-hf`")
         self.runtime = runtime
-        self.device = _device("cpu" if runtime == "onnx" and device == "auto" else device)
+        self.device = _device("cpu" if runtime == "onnx" and str(device) == "auto" else device)
         from lanistr.tasks.seq2seq import is_seq2seq_model
 
         if runtime == "torch" and is_seq2seq_model(self.model_dir):
