@@ -18,7 +18,7 @@ clean concurrency-32 run.
 The runs of both servers alternate over --repeats rounds (throughput: median of the rounds;
 p50/p99: all latencies pooled), so a burst of load from others hits every configuration.
 
-    python benchmarks/serve_load.py [--requests 256] [--repeats 3] [--threads 1] [--tiny]
+    python benchmarks/serve_load.py [--requests 256] [--repeats 3] [--threads N] [--tiny]
 """
 
 from __future__ import annotations
@@ -243,6 +243,9 @@ def merge(parts: list[dict]) -> dict:
     out["errors"] = sum(r["errors"] for r in parts)
     out["error_samples"] = [e for r in parts for e in r["error_samples"]][:5]
     out["forward_passes"] = sum(r["forward_passes"] for r in parts)
+    texts = sum(r["texts"] for r in parts)  # model time per text: what batching can save
+    out["model_ms_per_text"] = round(1000 * sum(r["model_seconds"] for r in parts)
+                                     / max(texts, 1), 2)
     if "malformed" in parts[0]:
         out["malformed"] = sum(r["malformed"] for r in parts)
         statuses: dict[str, int] = {}
@@ -264,7 +267,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=256,
                    help="requests per run at concurrency 8 and 32 (a quarter at concurrency 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads of the server (default: all cores)")
     p.add_argument("--repeats", type=int, default=3,
                    help="rounds of all runs, interleaved; latencies are pooled (default 3)")
     p.add_argument("--tiny", action="store_true", help="use the tiny model, not MiniLM")
@@ -294,12 +298,16 @@ def main(argv=None) -> int:
                     url = servers[batching].url
                     before = stats(url)
                     r = asyncio.run(load(url, texts, concurrency, total, bad))
-                    r["forward_passes"] = stats(url)["forward_passes"] - before["forward_passes"]
+                    after = stats(url)
+                    r["forward_passes"] = after["forward_passes"] - before["forward_passes"]
+                    r["model_seconds"] = after["model_seconds"] - before["model_seconds"]
+                    r["texts"] = after["inputs"] - before["inputs"]
                     name = f"batching_{batching}_c{concurrency}" + ("_malformed" if bad else "")
                     parts.setdefault(name, []).append(r)
                     print(f"[{repeat + 1}/{args.repeats}] {name:28s} {r['throughput_rps']:8.1f} "
                           f"req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors "
-                          f"{r['errors']}  forward passes {r['forward_passes']}"
+                          f"{r['errors']}  forward passes {r['forward_passes']}  model "
+                          f"{1000 * r['model_seconds'] / max(r['texts'], 1):.1f} ms/text"
                           + (f"  malformed {r['malformed']} -> {r['malformed_statuses']}"
                              if bad else ""), flush=True)
         finally:
