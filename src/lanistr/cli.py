@@ -142,5 +142,15 @@ def _internal_error(name: str, exc: BaseException) -> int:
     return 1
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one clean line (not Python's file:line plus a source line)."""
+    text = " ".join(str(message).split())
+    print(f"lanistr: warning: {text}", file=file or sys.stderr)
+
+
 def entry() -> None:
+    """The console script (and ``python -m lanistr``): warnings print as one line."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     sys.exit(main())

@@ -243,11 +243,23 @@ class Trainer:
         return DDP(model, device_ids=ids, find_unused_parameters=True)
 
     def _total_steps(self) -> int:
-        steps = self.train.max_steps
+        """One rule: the run stops at the first bound it reaches, ``train.max_steps`` (0 = none)
+        or ``train.epochs`` (0 = none) (or ``train.max_minutes``, checked as it goes);
+        ``self.step_bound`` names the step bound for the stop reason."""
+        steps, self.step_bound = self.train.max_steps, f"max_steps={self.train.max_steps}"
         if self.train.epochs:
             per_epoch = max(1, self.task.train_size() // self.global_batch)
             by_epochs = math.ceil(self.train.epochs * per_epoch)
-            steps = min(steps, by_epochs) if steps else by_epochs
+            if not steps or by_epochs < steps:
+                if steps and self.ctx.is_main:
+                    log.warning("train.epochs=%g ends the run after %d steps, before "
+                                "train.max_steps=%d (the first bound stops it; set "
+                                "train.epochs=0 to train by steps alone)", self.train.epochs,
+                                by_epochs, steps)
+                steps, self.step_bound = by_epochs, f"epochs={self.train.epochs:g}"
+        if steps < 1:
+            raise ConfigError("train.max_steps and train.epochs are both 0: give the run a "
+                              "length (or train.max_minutes with max_steps)")
         return steps
 
     @property
@@ -304,7 +316,7 @@ class Trainer:
             bar.close()
         if self._tb is not None:
             self._tb.close()
-        self.stop_reason = self.stop_reason or "max steps reached"
+        self.stop_reason = self.stop_reason or f"{self.step_bound} reached"
         if stop.requested and self.stop_reason == "interrupted":
             log.warning("interrupted at step %d; checkpoint saved in %s (continue with --resume)",
                         self.state.step, self.latest_checkpoint())
