@@ -224,9 +224,7 @@ def apply(raw: dict, printer=print) -> dict:
         return raw
     from lanistr.tasks.run_config import parse_run
 
-    # the config's own errors first, named as usual (data.max_len: the recipe picks one
-    # within the model's, so the default 128 must not be refused for a shorter model)
-    parse_run("finetune", {**raw, "data": {"max_len": 4, **(raw.get("data") or {})}})
+    parse_run("finetune", raw)  # the config's own errors first, named as usual
     stats = measure(raw)
     if stats is None:
         return raw
