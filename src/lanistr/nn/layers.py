@@ -46,7 +46,9 @@ class TokenLayout:
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (B, T, C), zeros at padding."""
-        if self.index is not None:
+        if self.index is not None and torch.onnx.is_in_onnx_export():
+            x = self._pad_by_gather(x)
+        elif self.index is not None:
             # One pass: zero the padding rows, scatter the real ones (in place, no clone).
             full = x.new_empty(self.batch * self.length, *x.shape[1:])
             if self.pad_index is None:
@@ -55,6 +57,14 @@ class TokenLayout:
                 full.index_fill_(0, self.pad_index, 0)
             x = full.index_copy_(0, self.index, x)
         return x.reshape(self.batch, self.length, *x.shape[1:])
+
+    def _pad_by_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """The same padding as one gather of rows from ``[x; a zero row]``: what an ONNX
+        export traces, since onnxruntime runs the scatter above element by element (it took a
+        third of a MiniLM forward pass there)."""
+        real = ~self.key_padding_mask.reshape(-1)  # (B*T,)
+        rows = (real.long().cumsum(0) - 1).masked_fill(~real, x.shape[0])  # N = the zero row
+        return torch.cat([x, x.new_zeros(1, *x.shape[1:])]).index_select(0, rows)  # (B*T, C)
 
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
