@@ -342,6 +342,11 @@ def test_int8_agrees_with_fp32_on_most_inputs(finetuned):
     assert (fp32 - int8).abs().max() < 0.5 * fp32.abs().max()  # close, but not the same graph
     assert not torch.equal(fp32, int8)
 
+    import onnx  # every linear layer (a Gemm in the fp32 graph) has int8 weights
+    ops = [n.op_type for n in onnx.load(str(finetuned["onnx"] / "model.int8.onnx")).graph.node]
+    linears = sum(isinstance(m, torch.nn.Linear) for m in load_model(finetuned["model"]).modules())
+    assert ops.count("MatMulInteger") == linears and "Gemm" not in ops
+
 
 def test_predict_and_evaluate_with_the_onnx_runtime_match_torch(finetuned, capsys, tmp_path):
     texts = ["plum apple mango", "iron rock", "sand", "peach clay brick lemon plum grape"]
