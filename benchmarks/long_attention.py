@@ -82,8 +82,7 @@ def _build(contender: str, t: int):
 
     name = "full" if contender == "full+weights" else contender
     spec = get_backend(name)
-    backend = spec.cls(from_dict(spec.config_cls, {}, "attention"), num_heads=HEADS,
-                       head_dim=HEAD_DIM, max_len=t, dropout=0.0)
+    backend = spec.cls(from_dict(spec.config_cls, {}, "attention"), max_len=t, dropout=0.0)
     need_weights = contender == "full+weights"
 
     def run(q, k, v, g=None):

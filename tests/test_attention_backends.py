@@ -33,7 +33,7 @@ BACKENDS = [spec.name for spec in list_backends()]
 def make(name: str, dropout: float = 0.0, layer_idx: int = 0, **params):
     spec = get_backend(name)
     config = from_dict(spec.config_cls, {**SMALL.get(name, {}), **params}, "attention")
-    return spec.cls(config, num_heads=H, head_dim=D, max_len=MAX_LEN, dropout=dropout,
+    return spec.cls(config, max_len=MAX_LEN, dropout=dropout,
                     layer_idx=layer_idx).double()
 
 
@@ -64,18 +64,31 @@ def reference(q, k, v, allowed):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_output_shape_and_no_weights_unless_asked(name):
+def test_output_is_linear_in_values_and_each_sequence_and_head_is_independent(name):
+    """No weights unless asked; the weights depend on q/k only (the output is linear in v);
+    a sequence, and a head, computed alone give the same output as in the batch."""
+    backend = make(name)
     q, k, v = qkv()
-    out, weights = make(name)(q, k, v)
+    _, _, v2 = qkv(seed=1)
+    mask = padding()
+    out, weights = backend(q, k, v, key_padding_mask=mask)
     assert out.shape == q.shape and weights is None
-    assert torch.isfinite(out).all()
+    mixed = backend(q, k, 2 * v - 3 * v2, key_padding_mask=mask)[0]
+    torch.testing.assert_close(mixed, 2 * out - 3 * backend(q, k, v2, key_padding_mask=mask)[0])
+    for i in range(B):
+        for h in range(H):
+            alone = backend(*(x[i:i + 1, h:h + 1] for x in (q, k, v)),
+                            key_padding_mask=mask[i:i + 1])[0]
+            if name == "lsh":  # each head hashes with its own rotations: compare the batch only
+                break
+            torch.testing.assert_close(alone[0, 0], out[i, h])
+        row = backend(*(x[i:i + 1] for x in (q, k, v)), key_padding_mask=mask[i:i + 1])[0]
+        torch.testing.assert_close(row[0], out[i])
 
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_padding_does_not_change_real_outputs(name):
-    backend = make(name)
-    if not backend.capabilities.padding_mask:
-        pytest.skip(f"{name} has no padding support")
+    backend = make(name)  # every backend honours padding: the contract, not a capability
     q, k, v = qkv()
     mask = padding()
     out = backend(q, k, v, key_padding_mask=mask)[0]
@@ -98,10 +111,12 @@ def test_gradients_reach_inputs_and_parameters(name):
     q, k, v = qkv(requires_grad=True)
     out = backend(q, k, v, key_padding_mask=padding())[0]
     (out * torch.randn_like(out)).sum().backward()
-    shared_qk = getattr(backend, "shared_qk", False)
+    shared_qk = backend.capabilities.shared_qk
     for tensor, label in ((q, "q"), (k, "k"), (v, "v")):
         if label == "k" and shared_qk:  # keys are derived from q: k is documented as unused
             assert tensor.grad is None
+            torch.testing.assert_close(backend(q, None, v, key_padding_mask=padding())[0], out,
+                                       rtol=0, atol=0)  # and may be None
             continue
         assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0, label
     for pname, param in backend.named_parameters():
@@ -140,11 +155,20 @@ def test_capabilities_are_enforced(name):
         with pytest.raises(AttentionCapabilityError, match=name):
             backend(q, k, v, causal=True)
     if not caps.cross_attention:
+        # The flag decides, not the lengths: equal lengths are still refused...
         with pytest.raises(AttentionCapabilityError, match="cross-attention"):
+            backend(q, k, v, cross=True)
+        # ...and self-attention with fewer queries than keys is refused too.
+        with pytest.raises(AttentionCapabilityError, match="attends a sequence to itself"):
             backend(q[:, :, :5], k, v)
     else:
-        out = backend(q[:, :, :5], k, v)[0]
-        assert out.shape == (B, H, 5, D)
+        # Cross-attention from 5 queries to the 13 keys: the rows of the self-attention output
+        # (a query's output depends on the keys/values, not on the other queries).
+        torch.testing.assert_close(backend(q[:, :, :5], k, v, cross=True)[0],
+                                   backend(q, k, v)[0][:, :, :5])
+    if not caps.shared_qk:
+        with pytest.raises(AttentionCapabilityError, match="needs keys"):
+            backend(q, None, v)
 
 
 @pytest.mark.parametrize("name", [n for n in BACKENDS if get_backend(n).capabilities.causal])
@@ -312,7 +336,7 @@ def test_lsh_hashing_is_deterministic_under_the_seed():
     assert not torch.equal(buckets[0], buckets[3])  # another layer
     # 64 tokens, chunks of 4: 2 * ceil(64 / 8) = 16 buckets, each used
     assert buckets[0].min() == 0 and buckets[0].max() == 15
-    assert LSHAttention.shared_qk
+    assert LSHAttention.capabilities.shared_qk
 
 
 def test_lsh_buckets_mark_padding():
@@ -365,10 +389,27 @@ def test_linformer_initial_projection_is_segment_means():
     assert torch.all(lin.E[:8, 0] == 1 / 8) and torch.all(lin.E[8:, 0] == 0)
 
 
-def test_linformer_too_long_sequence_names_both_lengths():
+def test_linformer_too_long_sequence_is_refused_by_the_declared_capability(monkeypatch):
+    from lanistr.nn.attention import backends_table
+    from lanistr.nn.attention.linformer import LinformerAttention
+
+    assert LinformerAttention.capabilities.bounded_by_max_len
+    assert not any(s.capabilities.bounded_by_max_len for s in list_backends() if s.name != "linformer")
+    lin = make("linformer")
+    q, k, v = qkv(t=MAX_LEN)
+    assert torch.isfinite(lin(q, k, v)[0]).all()  # max_len itself is fine
+    # The generic check refuses before the backend computes anything.
+    monkeypatch.setattr(LinformerAttention, "attend", lambda *a, **kw: pytest.fail("attended"))
     q, k, v = qkv(t=MAX_LEN + 3)
     with pytest.raises(AttentionCapabilityError, match=rf"max_len={MAX_LEN}.*{MAX_LEN + 3}"):
-        make("linformer")(q, k, v)
+        lin(q, k, v)
+    with pytest.raises(AttentionCapabilityError, match=rf"max_len={MAX_LEN}.*{MAX_LEN + 3}"):
+        lin(q[:, :, :4], k, v, cross=True)  # cross-attention: the keys' length counts
+    row = {line.split()[0]: line.split() for line in backends_table().splitlines()}
+    header = row["backend"]
+    assert row["linformer"][header.index("max_len")] == "model"
+    assert row["full"][header.index("max_len")] == "any"
+    assert row["lsh"][header.index("shared_qk")] == "yes"
 
 
 def test_linformer_config_validation():
@@ -393,8 +434,39 @@ def test_model_runs_with_backend_and_ignores_padding(name):
     torch.testing.assert_close(longer.last_hidden_state[:, :7][real], out.last_hidden_state[real],
                                atol=1e-5, rtol=1e-5)
     assert len(out.attentions) == config.num_layers
-    weights = dense(out.attentions[0])
-    assert weights.shape == (3, 4, 7, 7)
+    for layer in out.attentions:
+        weights = dense(layer)  # (3, 4, 7, 7)
+        for i, n in enumerate(mask.sum(1).tolist()):  # real queries give padded keys nothing
+            assert torch.all(weights[i, :, :n, n:] == 0)
+            if get_backend(name).capabilities.weights_form != "lowrank":  # not probabilities
+                torch.testing.assert_close(weights[i, :, :n].sum(-1), torch.ones(4, n))
+
+
+def test_shared_qk_layer_skips_the_key_projection_with_the_same_output():
+    """An LSH layer computes only the q and v row blocks of the fused ``qkv`` (same output as
+    projecting all three, k unused); the key rows get a zero gradient, ``qkv`` keeps its shape."""
+    from lanistr.nn import LanistrModel
+    from lanistr.nn.layers import TokenLayout
+
+    config = LanistrConfig.from_name("tiny", attention={"backend": "lsh", "bucket_size": 4})
+    model = LanistrModel(config).eval()
+    attn = model.encoder.layers[0].attention
+    assert attn.shared_qk and attn.qkv.weight.shape == (3 * config.hidden_size, config.hidden_size)
+    ids, mask, _ = padded_batch()
+    layout = TokenLayout.from_mask(mask, *ids.shape)
+    x = torch.randn(int(mask.sum()), config.hidden_size, requires_grad=True)
+    calls = []
+    attn.qkv.register_forward_hook(lambda *a: calls.append(1))
+    out, _ = attn(x, layout)
+    assert not calls  # the fused projection (with its key rows) never ran
+    q, k, v = attn.split_heads(layout.pad(attn.qkv(x)), 3)  # all three, as before
+    before = attn.out(layout.unpad(attn.attend(q, k, v, key_padding_mask=layout.key_padding_mask)[0]))
+    torch.testing.assert_close(out, before, rtol=1e-6, atol=1e-6)
+    out.square().sum().backward()
+    d = config.hidden_size
+    grad = attn.qkv.weight.grad
+    assert torch.all(grad[d:2 * d] == 0) and torch.all(attn.qkv.bias.grad[d:2 * d] == 0)
+    assert grad[:d].abs().sum() > 0 and grad[2 * d:].abs().sum() > 0
 
 
 def test_switching_a_checkpoint_to_linformer_adds_fresh_projections(tmp_path):
@@ -409,3 +481,41 @@ def test_switching_a_checkpoint_to_linformer_adds_fresh_projections(tmp_path):
     assert backend.E.shape == (64, 8)
     ids, mask, types = padded_batch()
     assert torch.isfinite(model(ids, mask, types).last_hidden_state).all()
+
+
+@pytest.mark.parametrize("source_len", [5, 9])
+def test_decoder_passes_cross_explicitly_whatever_the_lengths(source_len):
+    """Cross-attention is the explicit ``cross=True`` (also when the source is as long as the
+    target, which a length comparison would take for self-attention); self-attention, with a
+    key/value cache longer than the new queries, is ``cross=False``."""
+    from lanistr.nn.decoder import DecoderLayer, KVCache
+
+    config = LanistrConfig.from_name("tiny")
+    layer = DecoderLayer(config, 0).eval()
+    seen = {}
+
+    def record(name):
+        def hook(module, args, kwargs):
+            seen.setdefault(name, []).append((args[0].shape[-2], args[2].shape[-2],
+                                              kwargs["cross"]))
+        return hook
+
+    layer.self_attention.backend.register_forward_pre_hook(record("self"), with_kwargs=True)
+    layer.cross_attention.backend.register_forward_pre_hook(record("cross"), with_kwargs=True)
+    memory = torch.randn(2, source_len, config.hidden_size)
+    padding_ = torch.zeros(2, source_len, dtype=torch.bool)
+    padding_[1, -2:] = True
+    x = torch.randn(2, 9, config.hidden_size)
+    with torch.no_grad():
+        full, _, _ = layer(x, layer.cross_kv(memory), padding_)
+    assert seen == {"self": [(9, 9, False)], "cross": [(9, source_len, True)]}
+    # Incremental decoding: 1 new query against 9 cached keys is still self-attention.
+    h, dh = config.num_heads, config.head_dim
+    k = torch.zeros(1, 2, h, 16, dh)  # (L, B, H, T_max, Dh)
+    cache = KVCache(k, k.clone(), [layer.cross_kv(memory)], padding_)
+    with torch.no_grad():
+        layer(x[:, :8], layer.cross_kv(memory), padding_, cache)
+        cache.advance(8)
+        last, _, _ = layer(x[:, 8:], layer.cross_kv(memory), padding_, cache)
+    assert seen["self"][-1] == (1, 9, False) and seen["cross"][-1] == (1, source_len, True)
+    torch.testing.assert_close(last, full[:, 8:], atol=1e-5, rtol=1e-5)

@@ -76,6 +76,10 @@ def test_hidden_states_and_outputs_are_typed(tiny_config):
     assert out.logits.shape == (3, 7, 99)
     assert len(out.hidden_states) == tiny_config.num_layers + 1
     torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+    with torch.no_grad():  # the states are what the parts compute, in order
+        emb = model.model.encoder.embeddings(ids, types)
+        torch.testing.assert_close(out.hidden_states[0][mask.bool()], emb[mask.bool()])
+        torch.testing.assert_close(out.logits, model.mlm_head(out.last_hidden_state))
 
 
 def test_sparse_mlm_logits_equal_dense_logits(tiny_config):
@@ -103,10 +107,17 @@ def test_heads_shapes_and_pooling(tiny_config):
     assert out.logits.shape == (3, 3)
     h = out.last_hidden_state
     torch.testing.assert_close(out.pooled[2], h[2, :3].mean(0))
-    tag = LanistrForTokenClassification(cfg)
-    assert tag(ids, mask, types).logits.shape == (3, 7, 3)
-    pre = LanistrForPreTraining(tiny_config.replace(use_pooler=True))
-    assert pre(ids, mask, types).nsp_logits.shape == (3, 2)
+    torch.testing.assert_close(out.logits, cls.classifier(out.pooled))
+    tag = LanistrForTokenClassification(cfg).eval()
+    tagged = tag(ids, mask, types)
+    assert tagged.logits.shape == (3, 7, 3)
+    # One label distribution per token, from that token's state alone.
+    torch.testing.assert_close(tagged.logits[1, 4], tag.classifier(tagged.last_hidden_state[1, 4]))
+    pre = LanistrForPreTraining(tiny_config.replace(use_pooler=True)).eval()
+    nsp = pre(ids, mask, types)
+    assert nsp.nsp_logits.shape == (3, 2)
+    pooled = pre.model.pooler(nsp.last_hidden_state[:, 0])  # the BERT pooler reads [CLS]
+    torch.testing.assert_close(nsp.nsp_logits, pre.nsp_head(pooled))
 
 
 def test_too_long_input_is_a_clear_error(tiny_config):
@@ -123,7 +134,7 @@ def test_capability_error_names_a_backend_that_can():
     class NoWeights(FullAttention):
         capabilities = get_backend("full").capabilities.__class__(returns_weights=False)
 
-    backend = NoWeights(None, num_heads=1, head_dim=4, max_len=8, dropout=0.0)
+    backend = NoWeights(None, max_len=8)
     q = torch.randn(1, 1, 3, 4)
     with pytest.raises(AttentionCapabilityError, match="full"):
         backend(q, q, q, need_weights=True)

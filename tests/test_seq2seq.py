@@ -369,9 +369,21 @@ def test_markup_decodes_anything(tokenizer):
     from lanistr.data.markup import Markup
 
     markup = Markup(tokenizer)
+    skipped = set(markup.marker_ids.values()) | (markup.specials - {tokenizer.unk_id})
     rng = random.Random(0)
-    for _ in range(50):  # a model may emit any sequence: decoding never fails
-        markup.decode([rng.randrange(tokenizer.vocab_size) for _ in range(rng.randint(0, 20))])
+    for _ in range(50):  # a model may emit any sequence: decoding never fails...
+        ids = [rng.randrange(tokenizer.vocab_size) for _ in range(rng.randint(0, 20))]
+        text = markup.decode(ids)
+        assert isinstance(text, str)
+        # ...and loses nothing: every non-marker, non-special token's text comes out, in
+        # order (markers only set case and spacing; "##" pieces join the previous word).
+        kept = [tokenizer.backend.id_to_token(i) for i in ids if i not in skipped]
+        expected = "".join(t[2:] if t.startswith("##") else t for t in kept)
+        assert "".join(text.split()).lower() == "".join(expected.split()).lower(), (ids, text)
+        # Special tokens (not [UNK]) add nothing: dropping them changes no character.
+        if not any(i in markup.marker_ids.values() for i in ids):
+            assert markup.decode([i for i in ids if i not in skipped]) == text
+    assert markup.decode([]) == ""
 
 
 # ------------------------------------------------------------------------- data script

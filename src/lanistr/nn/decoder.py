@@ -197,7 +197,7 @@ class DecoderLayer(nn.Module):
         (q,) = attn.split_heads(attn.query(h), 1)  # (B, H, t, Dh)
         k, v = cross_kv
         out, weights = attn.attend(q, k, v, key_padding_mask=memory_padding,
-                                   need_weights=need_weights)
+                                   need_weights=need_weights, cross=True)
         return attn.out(out), weights
 
 

@@ -85,7 +85,10 @@ class MultiHeadAttention(nn.Module):
     """Q/K/V projections, an attention backend, and the output projection.
 
     Self-attention uses one fused ``qkv`` projection. With ``cross=True`` the queries come
-    from ``x`` and keys/values from ``context`` (``query`` and ``kv`` projections).
+    from ``x`` and keys/values from ``context`` (``query`` and ``kv`` projections). For a
+    ``shared_qk`` backend (keys derived from the queries) the key rows of ``qkv`` are not
+    computed: the parameter keeps its shape, so a checkpoint switches backends freely, and
+    its key rows get a zero gradient.
     """
 
     def __init__(self, config: LanistrConfig, layer_idx: int = 0, cross: bool = False):
@@ -100,9 +103,9 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
-        self.backend = build_attention(config.attention, num_heads=config.num_heads,
-                                       head_dim=config.head_dim, max_len=config.max_len,
+        self.backend = build_attention(config.attention, max_len=config.max_len,
                                        dropout=config.attention_dropout, layer_idx=layer_idx)
+        self.shared_qk = self.backend.capabilities.shared_qk
 
     def split_heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
         """(B, T, parts*D) -> parts x (B, H, T, Dh)."""
@@ -110,17 +113,29 @@ class MultiHeadAttention(nn.Module):
         x = x.view(b, t, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return tuple(x.unbind(0))
 
-    def attend(self, q, k, v, *, key_padding_mask=None, causal=False, need_weights=False):
-        """(B, H, Tq, Dh) x3 -> ((B, Tq, D), weights)."""
+    def attend(self, q, k, v, *, key_padding_mask=None, causal=False, need_weights=False,
+               cross=False):
+        """(B, H, Tq, Dh) x3 -> ((B, Tq, D), weights); ``cross=True`` for cross-attention."""
         out, weights = self.backend(q, k, v, key_padding_mask=key_padding_mask, causal=causal,
-                                    need_weights=need_weights)
+                                    need_weights=need_weights, cross=cross)
         b, _, tq, _ = out.shape
         return out.transpose(1, 2).reshape(b, tq, -1), weights  # (B, Tq, D)
+
+    def project(self, x: torch.Tensor, layout: TokenLayout):
+        """Flat tokens (N, D) -> q, k, v (B, H, T, Dh); k is None for a shared-QK backend,
+        whose key projection is skipped (the q and v row blocks of ``qkv`` only)."""
+        if not self.shared_qk:
+            return self.split_heads(layout.pad(self.qkv(x)), 3)
+        d = self.num_heads * self.head_dim
+        w, b = self.qkv.weight, self.qkv.bias
+        (q,) = self.split_heads(layout.pad(F.linear(x, w[:d], b[:d])), 1)
+        (v,) = self.split_heads(layout.pad(F.linear(x, w[2 * d:], b[2 * d:])), 1)
+        return q, None, v
 
     def forward(self, x: torch.Tensor, layout: TokenLayout, *, causal: bool = False,
                 need_weights: bool = False):
         """Self-attention on flat tokens: (N, D) -> (N, D)."""
-        q, k, v = self.split_heads(layout.pad(self.qkv(x)), 3)  # (B, H, T, Dh) each
+        q, k, v = self.project(x, layout)  # (B, H, T, Dh) each (k None: shared QK)
         out, weights = self.attend(q, k, v, key_padding_mask=layout.key_padding_mask,
                                    causal=causal, need_weights=need_weights)
         return self.out(layout.unpad(out)), weights

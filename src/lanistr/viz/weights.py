@@ -20,8 +20,9 @@ One class per form a backend produces (``Capabilities.weights_form``):
 - :class:`LowRankAttention`, the factors ``probs (H, T, k)`` and ``F (T, k)`` (``linformer``);
 - :class:`SparseAttention`, the (query, key, weight) pairs of each head (``lsh`` buckets).
 
-Each is checked against the backend's ``densify()`` in tests/test_viz.py, for every backend
-in the registry.
+A backend's :class:`~lanistr.nn.attention.SparseAttentionWeights` builds its own view with
+``layer_view(index, length)`` (the default densifies). Each is checked against the backend's
+``densify()`` in tests/test_viz.py, for every backend in the registry.
 """
 
 from __future__ import annotations
@@ -172,6 +173,48 @@ class SparseAttention(LayerAttention):
                              f"{self.values.shape} do not match")
         self.num_heads, self.length = self.values.shape[0], int(length)
 
+    @classmethod
+    def from_buckets(cls, order, chunk_probs, round_weights,
+                     length: int | None = None) -> SparseAttention:
+        """One example of ``LSHWeights`` (torch: ``order`` ``(H, R, Tp)``, ``chunk_probs``
+        ``(H, R, C, bs, 2bs)``, ``round_weights`` ``(H, R, T)``): every (query, key) pair of
+        every round's chunk pairs, weighted by the round's weight, as in its ``densify()``; the
+        wrapped-around "previous chunk" of the first chunk, padding and the internal padding
+        positions were never computed."""
+        import torch.nn.functional as F
+
+        order = order.long().cpu()
+        probs = chunk_probs.detach().float().cpu()
+        rounds = round_weights.detach().float().cpu()
+        h, r, c, bs, _ = probs.shape
+        t_all, tp = rounds.shape[-1], order.shape[-1]
+        t = t_all if length is None else length
+        rw = F.pad(rounds, (0, tp - t_all)).gather(2, order).view(h, r, c, bs, 1)  # sorted
+        values = (probs * rw).numpy()  # (H, R, C, bs, 2bs)
+        qpos = order.view(h, r, c, bs).numpy().astype(np.int32)
+        kpos = np.concatenate([np.roll(qpos, 1, axis=2), qpos], axis=-1)  # (H, R, C, 2bs)
+        shape = values.shape[1:]
+        qs, ks, vs = [], [], []
+        for head in range(h):  # one head at a time: only the kept pairs are materialised
+            q = np.broadcast_to(qpos[head][..., :, None], shape)
+            k = np.broadcast_to(kpos[head][..., None, :], shape)
+            keep = (q < t) & (k < t)
+            keep[:, 0, :, :bs] = False  # the first chunk has no previous chunk
+            qs.append(q[keep])
+            ks.append(k[keep])
+            vs.append(values[head][keep])
+        e = max(len(x) for x in qs)
+
+        def stack(parts, dtype):
+            out = np.zeros((h, e), dtype=dtype)
+            for head, x in enumerate(parts):
+                out[head, :len(x)] = x
+            return out
+
+        # Padding pairs point at (0, 0) with value 0: they add nothing but mark (0, 0) as
+        # computed, which it always is (every token is in a chunk with itself).
+        return cls(stack(qs, np.int32), stack(ks, np.int32), stack(vs, np.float32), t)
+
     def _scatter(self, q0, q1, k0, k1) -> np.ndarray:
         """Dense ``(H, q1-q0, k1-k0)`` block, NaN where no pair was listed."""
         nq, nk = q1 - q0, k1 - k0
@@ -266,6 +309,25 @@ class BandAttention(LayerAttention):
                              f"{t} tokens")
         self.is_global = np.zeros(t, dtype=bool)
         self.is_global[self.gpos] = True
+
+    @classmethod
+    def from_band(cls, band: np.ndarray, window: int, global_positions: np.ndarray,
+                  global_columns: np.ndarray, global_rows: np.ndarray,
+                  length: int | None = None) -> BandAttention:
+        """One example of ``SlidingWindowWeights`` (band ``(H, T, 2w+1)``, global columns
+        ``(H, T, G)`` and rows ``(H, G, T)``), its first ``length`` tokens."""
+        w = int(window)
+        t = band.shape[1] if length is None else length
+        gpos = np.asarray(global_positions, dtype=np.int64).reshape(-1)
+        keep = gpos < t  # global positions inside the real tokens
+        gcols = grows = None
+        if len(gpos):
+            gcols = np.asarray(global_columns)[:, :t][:, :, keep]
+            grows = np.asarray(global_rows)[:, :, :t][:, keep]
+        band = np.asarray(band)[:, :t]
+        keys = np.arange(t)[:, None] + np.arange(2 * w + 1)[None, :] - w
+        band = np.where((keys >= 0) & (keys < t), band, 0.0)
+        return cls(band, w, gpos[keep], gcols, grows)
 
     def entries(self, start: int = 0, stop: int | None = None):
         """Every computed weight of the queries ``[start, stop)`` as flat arrays
@@ -450,8 +512,10 @@ def _one_layer(a, index: int, length: int | None) -> LayerAttention:
         w = a.window(0, length)  # (H, n, n), NaN where not computed
         computed = ~np.isnan(w)
         return DenseAttention(np.nan_to_num(w, nan=0.0), None if computed.all() else computed)
-    if hasattr(a, "densify"):
-        return _from_sparse(a, index, length)
+    from lanistr.nn.attention.base import SparseAttentionWeights
+
+    if isinstance(a, SparseAttentionWeights):  # each form gives its own compact view
+        return a.layer_view(index, length)
     w = _numpy(a)
     if w.ndim == 4:
         w = w[index]
@@ -461,99 +525,6 @@ def _one_layer(a, index: int, length: int | None) -> LayerAttention:
         raise ValueError(f"expected (B, H, T, T) or (H, T, T) attention weights, got {w.shape}")
     n = w.shape[-1] if length is None else length
     return DenseAttention(w[:, :n, :n])
-
-
-def _from_sparse(a, index: int, length: int | None) -> LayerAttention:
-    """A backend's compact weights, kept compact where their form is known."""
-    form = getattr(a, "form", None)
-    if form == "band" and hasattr(a, "band") and hasattr(a, "window"):
-        return _from_band(a, index, length)
-    if form == "lowrank" and hasattr(a, "probs") and hasattr(a, "value_projection"):
-        return _from_lowrank(a, index, length)
-    if form == "buckets" and hasattr(a, "chunk_probs") and hasattr(a, "order"):
-        return _from_buckets(a, index, length)
-    t = _sparse_length(a)
-    if t > MAX_DENSE_TOKENS:
-        raise LanistrError(
-            f"{type(a).__name__}: no compact view for {getattr(a, 'form', '?')!r} weights and "
-            f"{t} tokens is too many to densify (limit {MAX_DENSE_TOKENS}); use --max-len")
-    w = _numpy(a.densify(max_tokens=MAX_DENSE_TOKENS))[index]
-    n = w.shape[-1] if length is None else length
-    return DenseAttention(w[:, :n, :n])
-
-
-def _from_band(a, index: int, length: int | None) -> BandAttention:
-    """``SlidingWindowWeights`` (band + optional global tokens) of example ``index``."""
-    band = _numpy(a.band)[index]  # (H, T, 2w+1)
-    w = int(a.window)
-    t = band.shape[1] if length is None else length
-    gpos = np.asarray(getattr(a, "global_positions", ()), dtype=np.int64).reshape(-1)
-    gcols = getattr(a, "global_columns", None)
-    grows = getattr(a, "global_rows", None)
-    gcols = None if gcols is None or not len(gpos) else _numpy(gcols)[index][:, :t]
-    grows = None if grows is None or not len(gpos) else _numpy(grows)[index][:, :, :t]
-    keep = gpos < t  # global positions inside the real tokens
-    if gcols is not None:
-        gcols, grows = gcols[:, :, keep], grows[:, keep]
-    band = band[:, :t]
-    keys = np.arange(t)[:, None] + np.arange(2 * w + 1)[None, :] - w
-    band = np.where((keys >= 0) & (keys < t), band, 0.0)
-    return BandAttention(band, w, gpos[keep], gcols, grows)
-
-
-def _from_lowrank(a, index: int, length: int | None) -> LowRankAttention:
-    """``LinformerWeights``: ``probs`` (B, H, T, k) and ``value_projection`` (B, T, k)."""
-    probs = _numpy(a.probs)[index]
-    proj = _numpy(a.value_projection)[index]
-    t = probs.shape[1] if length is None else length
-    return LowRankAttention(probs[:, :t], proj[:t])
-
-
-def _from_buckets(a, index: int, length: int | None) -> SparseAttention:
-    """``LSHWeights``: every (query, key) pair of every round's chunk pairs, weighted by the
-    round's weight, as in its ``densify()``; the wrapped-around "previous chunk" of the first
-    chunk, padding and the internal padding positions were never computed."""
-    import torch.nn.functional as F
-
-    order = a.order[index].long()  # (H, R, Tp)
-    probs = a.chunk_probs[index].detach().float()  # (H, R, C, bs, 2bs)
-    rounds = a.round_weights[index].detach().float()  # (H, R, T)
-    h, r, c, bs, _ = probs.shape
-    t_all, tp = rounds.shape[-1], order.shape[-1]
-    t = t_all if length is None else length
-    rw = F.pad(rounds, (0, tp - t_all)).gather(2, order).view(h, r, c, bs, 1)  # sorted order
-    values = (probs * rw).numpy()  # (H, R, C, bs, 2bs)
-    qpos = order.view(h, r, c, bs).numpy().astype(np.int32)
-    kpos = np.concatenate([np.roll(qpos, 1, axis=2), qpos], axis=-1)  # (H, R, C, 2bs)
-    shape = values.shape[1:]
-    qs, ks, vs = [], [], []
-    for head in range(h):  # one head at a time: only the kept pairs are materialised
-        q = np.broadcast_to(qpos[head][..., :, None], shape)
-        k = np.broadcast_to(kpos[head][..., None, :], shape)
-        keep = (q < t) & (k < t)
-        keep[:, 0, :, :bs] = False  # the first chunk has no previous chunk
-        qs.append(q[keep])
-        ks.append(k[keep])
-        vs.append(values[head][keep])
-    e = max(len(x) for x in qs)
-
-    def stack(parts, dtype):
-        out = np.zeros((h, e), dtype=dtype)
-        for head, x in enumerate(parts):
-            out[head, :len(x)] = x
-        return out
-
-    # Padding pairs point at (0, 0) with value 0: they add nothing but mark (0, 0) as computed,
-    # which it always is (every token is in a chunk with itself).
-    return SparseAttention(stack(qs, np.int32), stack(ks, np.int32), stack(vs, np.float32), t)
-
-
-def _sparse_length(a) -> int:
-    for name in ("length", "seq_len", "num_tokens"):
-        value = getattr(a, name, None)
-        if isinstance(value, int):
-            return value
-    return 0  # unknown: densify() itself refuses beyond max_tokens
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from lanistr.nn.attention.base import AttentionBackend, Capabilities, register_attention
-from lanistr.nn.dropout import dropout
 
 
 def allowed_mask(key_padding_mask: torch.Tensor | None, causal: bool, tq: int, tk: int,
@@ -31,12 +30,12 @@ def allowed_mask(key_padding_mask: torch.Tensor | None, causal: bool, tq: int, t
 
 @register_attention("full")
 class FullAttention(AttentionBackend):
-    capabilities = Capabilities(padding_mask=True, causal=True, cross_attention=True,
-                                returns_weights=True, weights_form="dense", complexity="O(T^2)")
+    capabilities = Capabilities(causal=True, cross_attention=True, returns_weights=True,
+                                weights_form="dense", complexity="O(T^2)")
 
     def attend(self, q, k, v, *, key_padding_mask, causal, need_weights):
         tq, tk = q.shape[-2], k.shape[-2]
-        p = self.dropout if self.training else 0.0
+        p = self.dropout_p
         # CPU SDPA has no fused dropout: with dropout it runs this same explicit maths with
         # PyTorch's slow CPU mask, so on CPU the explicit path (cheap mask) is faster.
         if not need_weights and not (p and q.device.type == "cpu"):
@@ -56,5 +55,5 @@ class FullAttention(AttentionBackend):
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
-        out = torch.matmul(dropout(weights, p) if p else weights, v)  # (B, H, Tq, Dh)
+        out = torch.matmul(self.drop(weights), v)  # (B, H, Tq, Dh)
         return out, weights

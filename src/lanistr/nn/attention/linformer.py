@@ -29,7 +29,6 @@ from torch import nn
 from lanistr.config import LinformerConfig
 from lanistr.nn.attention.base import (
     AttentionBackend,
-    AttentionCapabilityError,
     Capabilities,
     SparseAttentionWeights,
     register_attention,
@@ -59,6 +58,15 @@ class LinformerWeights(SparseAttentionWeights):
         self._check_size(max(self.probs.shape[2], self.value_projection.shape[1]), max_tokens)
         return torch.matmul(self.probs, self.value_projection.transpose(-1, -2)[:, None])
 
+    def layer_view(self, index: int = 0, length: int | None = None):
+        """The factors of example ``index``: a :class:`lanistr.viz.weights.LowRankAttention`."""
+        from lanistr.viz.weights import LowRankAttention
+
+        probs = self.probs[index].detach().float().cpu().numpy()  # (H, T, k)
+        proj = self.value_projection[index].detach().float().cpu().numpy()  # (T, k)
+        t = probs.shape[1] if length is None else length
+        return LowRankAttention(probs[:, :t], proj[:t])
+
 
 def segment_mean_projection(max_len: int, k: int) -> torch.Tensor:
     """(max_len, k): column ``j`` averages the positions of segment ``j`` of ``max_len``."""
@@ -69,8 +77,9 @@ def segment_mean_projection(max_len: int, k: int) -> torch.Tensor:
 
 @register_attention("linformer")
 class LinformerAttention(AttentionBackend):
-    capabilities = Capabilities(padding_mask=True, causal=False, cross_attention=True,
-                                returns_weights=True, weights_form="lowrank",
+    # E/F have max_len rows: the generic check refuses longer key sequences.
+    capabilities = Capabilities(causal=False, cross_attention=True, returns_weights=True,
+                                weights_form="lowrank", bounded_by_max_len=True,
                                 complexity="O(T*k)")
 
     def __init__(self, config: LinformerConfig, **kwargs):
@@ -80,11 +89,8 @@ class LinformerAttention(AttentionBackend):
             segment_mean_projection(self.max_len, config.k))
 
     def projections(self, tk: int, key_padding_mask: torch.Tensor | None, dtype):
-        """(B or 1, Tk, k) key and value projections, zero at padded positions."""
-        if tk > self.max_len:
-            raise AttentionCapabilityError(
-                f"attention backend 'linformer' projects at most max_len={self.max_len} "
-                f"tokens (its E/F have {self.max_len} rows), got a sequence of {tk}")
+        """(B or 1, Tk, k) key and value projections, zero at padded positions (``tk <=
+        max_len``: checked by :meth:`AttentionBackend.forward`, ``bounded_by_max_len``)."""
         e = self.E[:tk].to(dtype)[None]  # (1, Tk, k)
         f = e if self.F is None else self.F[:tk].to(dtype)[None]
         if key_padding_mask is not None:
@@ -96,11 +102,10 @@ class LinformerAttention(AttentionBackend):
         e, f = self.projections(k.shape[2], key_padding_mask, k.dtype)
         kp = torch.matmul(e.transpose(1, 2)[:, None], k)  # (B, H, k, Dh)
         vp = torch.matmul(f.transpose(1, 2)[:, None], v)  # (B, H, k, Dh)
-        p = self.dropout if self.training else 0.0
         if not need_weights:
-            return F.scaled_dot_product_attention(q, kp, vp, dropout_p=p), None
+            return F.scaled_dot_product_attention(q, kp, vp, dropout_p=self.dropout_p), None
         probs = torch.softmax(torch.matmul(q, kp.transpose(-1, -2)) / math.sqrt(q.shape[-1]), -1)
-        out = torch.matmul(F.dropout(probs, p) if p else probs, vp)  # (B, H, Tq, Dh)
+        out = torch.matmul(self.drop(probs), vp)  # (B, H, Tq, Dh)
         return out, LinformerWeights(probs.detach(), f.detach().expand(q.shape[0], -1, -1))
 
     def extra_repr(self) -> str:

@@ -1,7 +1,8 @@
 """LSH attention with shared query/key vectors (Reformer, Kitaev et al., 2020).
 
 Keys are the queries normalised to unit length (the ``k`` the layer passes in is not used; the
-backend says so with ``shared_qk = True``). Each of ``n_hashes`` rounds hashes the queries with
+backend declares ``Capabilities.shared_qk``, and the layer does not compute the key
+projection). Each of ``n_hashes`` rounds hashes the queries with
 a random rotation (angular LSH: ``bucket = argmax([xR; -xR])``), sorts the tokens by
 ``(bucket, position)``, cuts the sorted order into chunks of ``bucket_size`` and lets every
 query attend to the keys of its own chunk and of the previous chunk (the first chunk has no
@@ -82,13 +83,22 @@ class LSHWeights(SparseAttentionWeights):
         dense.scatter_add_(2, index.reshape(b, h, -1), contrib.reshape(b, h, -1))
         return dense.view(b, h, tp, tp)[:, :, :t, :t]
 
+    def layer_view(self, index: int = 0, length: int | None = None):
+        """Example ``index``'s computed (query, key, weight) pairs: a
+        :class:`lanistr.viz.weights.SparseAttention` (never a ``T x T`` matrix)."""
+        from lanistr.viz.weights import SparseAttention
+
+        return SparseAttention.from_buckets(self.order[index], self.chunk_probs[index],
+                                            self.round_weights[index], length)
+
 
 @register_attention("lsh")
 class LSHAttention(AttentionBackend):
-    capabilities = Capabilities(padding_mask=True, causal=False, cross_attention=False,
-                                returns_weights=True, weights_form="buckets",
+    # shared_qk: keys are the normalised queries; ``k`` is ignored (MultiHeadAttention passes
+    # None and skips the key projection).
+    capabilities = Capabilities(causal=False, cross_attention=False, returns_weights=True,
+                                weights_form="buckets", shared_qk=True,
                                 complexity="O(T*n_hashes*bucket_size)")
-    shared_qk = True  # keys are the normalised queries: the ``k`` argument is ignored
 
     def __init__(self, config: LSHConfig, **kwargs):
         super().__init__(config, **kwargs)
@@ -165,8 +175,7 @@ class LSHAttention(AttentionBackend):
         scores = scores.masked_fill(is_self & allowed, torch.finfo(scores.dtype).min / 2)
         lse = torch.logsumexp(scores, -1, keepdim=True)  # (B, H, R, C, bs, 1)
         probs = (scores - lse.nan_to_num(0.0, neginf=0.0)).exp()  # rows with no key: 0
-        p = self.dropout if self.training else 0.0
-        out_r = torch.matmul(F.dropout(probs, p) if p else probs, look_back(vs))  # (.., bs, D)
+        out_r = torch.matmul(self.drop(probs), look_back(vs))  # (.., bs, D)
         # Back to positions, then combine the rounds by their log-sum-exp.
         undo = order.argsort(-1)
         out_r = out_r.view(b, h, n_rounds, tp, d).gather(

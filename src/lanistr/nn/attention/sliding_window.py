@@ -81,6 +81,18 @@ class SlidingWindowWeights(SparseAttentionWeights):
             dense[:, :, self.global_positions, :] = self.global_rows
         return dense
 
+    def layer_view(self, index: int = 0, length: int | None = None):
+        """Example ``index`` kept compact: a :class:`lanistr.viz.weights.BandAttention`."""
+        from lanistr.viz.weights import BandAttention
+
+        def numpy(x):
+            return x[index].detach().float().cpu().numpy()
+
+        return BandAttention.from_band(numpy(self.band), self.window,
+                                       self.global_positions.cpu().numpy(),
+                                       numpy(self.global_columns), numpy(self.global_rows),
+                                       length)
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -459,9 +471,8 @@ def _store_weights(wb, wg, probs, plan: _Plan, bi, h0, h1, b0, b1, plain) -> Non
 
 @register_attention("sliding_window")
 class SlidingWindowAttention(AttentionBackend):
-    capabilities = Capabilities(padding_mask=True, causal=True, cross_attention=False,
-                                returns_weights=True, weights_form="band",
-                                complexity="O(T*window)")
+    capabilities = Capabilities(causal=True, cross_attention=False, returns_weights=True,
+                                weights_form="band", complexity="O(T*window)")
 
     def attend(self, q, k, v, *, key_padding_mask, causal, need_weights):
         t = q.shape[2]
@@ -469,7 +480,7 @@ class SlidingWindowAttention(AttentionBackend):
         gpos = torch.tensor([g for g in self.config.global_tokens if g < t], dtype=torch.long,
                             device=q.device)
         key_valid = None if key_padding_mask is None else ~key_padding_mask
-        p = self.dropout if self.training else 0.0
+        p = self.dropout_p  # fused: the kernel redraws each chunk's mask in the backward
         seed = int(torch.randint(0, 2**62, (1,))) if p else 0
         grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
         budget = _CHUNK_SCORES["training" if grad else "inference"]
