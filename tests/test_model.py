@@ -162,3 +162,25 @@ def test_lanistr_preset_loss_decreases_on_a_fixed_batch():
         losses.append(loss.item())
     assert losses[1] < losses[0]
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("backend", ["full", "sliding_window", "linformer", "lsh"])
+@pytest.mark.parametrize(("cls", "pooler"), [
+    (LanistrForMaskedLM, False), (LanistrForMaskedLM, True), (LanistrForPreTraining, True),
+    (LanistrForSequenceClassification, False), (LanistrForSequenceClassification, True),
+    (LanistrForTokenClassification, False), (LanistrForTokenClassification, True)])
+def test_uses_every_parameter_is_exact(tiny_config, cls, pooler, backend):
+    """What DDP's find_unused_parameters is decided from (Trainer._wrap): when a model says it
+    uses every parameter, one training forward/backward gives each a gradient; when it says
+    not, some parameter really gets none."""
+    small = {"sliding_window": {"window": 2}, "linformer": {"k": 4}, "lsh": {"bucket_size": 4}}
+    cfg = tiny_config.replace(labels=["a", "b", "c"], use_pooler=pooler,
+                              attention={"backend": backend, **small.get(backend, {})})
+    model = cls(cfg).train()
+    ids, mask, types = padded_batch()
+    out = model(ids, mask, types)
+    loss = out.logits.square().mean() + (out.nsp_logits.square().mean()
+                                         if out.nsp_logits is not None else 0)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert model.uses_every_parameter == (not missing), missing

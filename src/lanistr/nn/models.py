@@ -65,6 +65,16 @@ class PreTrainedModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def uses_every_parameter(self) -> bool:
+        """True when a training forward reaches every parameter, so that data-parallel
+        training can skip DDP's per-step search for unused ones
+        (``find_unused_parameters=False``). False, the safe answer, unless the model knows:
+        e.g. a BERT pooler that MLM pretraining computes but no loss reads is unused. Every
+        built-in attention backend uses all of its parameters (LSH's shared QK still reads
+        the q and v rows of ``qkv``)."""
+        return False
+
 
 class LanistrModel(PreTrainedModel):
     """The bare encoder (+ optional BERT pooler)."""
@@ -139,6 +149,10 @@ class LanistrForMaskedLM(_WithEncoder):
         out.logits = self.mlm_head(h[mlm_positions] if mlm_positions is not None else h)
         return out
 
+    @property
+    def uses_every_parameter(self) -> bool:
+        return self.model.pooler is None  # MLM reads no pooled vector
+
 
 class LanistrForPreTraining(LanistrForMaskedLM):
     """MLM + next-sentence prediction (on the pooled first token)."""
@@ -158,6 +172,10 @@ class LanistrForPreTraining(LanistrForMaskedLM):
                               output_hidden_states=output_hidden_states)
         out.nsp_logits = self.nsp_head(out.pooled)
         return out
+
+    @property
+    def uses_every_parameter(self) -> bool:
+        return True  # NSP reads the pooled vector
 
 
 class _Classifier(_WithEncoder):
@@ -179,6 +197,10 @@ class _Classifier(_WithEncoder):
         # (B, T, L) per token, else (B, L) from the pooled sequence vector
         out.logits = self.classifier(out.last_hidden_state if self.per_token else out.pooled)
         return out
+
+    @property
+    def uses_every_parameter(self) -> bool:
+        return not self.per_token or self.model.pooler is None  # per token: no pooled vector
 
     def logits_from_layer(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
                           start: int) -> torch.Tensor:

@@ -239,8 +239,13 @@ class Trainer:
             return model
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        from lanistr.nn.models import PreTrainedModel
+
         ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return DDP(model, device_ids=ids, find_unused_parameters=True)
+        # The per-step search for unused parameters (a graph traversal) only where the model
+        # may really leave one unused (e.g. an MLM model's pooler); see uses_every_parameter.
+        every = isinstance(model, PreTrainedModel) and model.uses_every_parameter
+        return DDP(model, device_ids=ids, find_unused_parameters=not every)
 
     def _total_steps(self) -> int:
         """One rule: the run stops at the first bound it reaches, ``train.max_steps`` (0 = none)
