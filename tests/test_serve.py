@@ -294,7 +294,10 @@ def test_tag_generate_and_sigterm_finishes_the_request_in_flight(models, tmp_pat
 
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(0.25)
+        deadline = time.monotonic() + 20
+        while httpx.get(tagger.url + "/v1/info").json()["in_flight"] < 1:  # the request waits
+            assert time.monotonic() < deadline, "the request never reached the server"
+            time.sleep(0.02)
         sent = time.monotonic()
         tagger.proc.send_signal(signal.SIGTERM)
         code = tagger.proc.wait(10)

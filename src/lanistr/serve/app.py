@@ -246,6 +246,7 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
     @app.get("/v1/info", summary="the model, its limits and batching statistics")
     async def v1_info():
         return {**info, "limits": asdict(settings), "queue": batcher.pending(),
+                "in_flight": batcher.in_flight,
                 "stats": batcher.stats.as_dict()}
 
     @app.post("/v1/classify", summary="label and probabilities of each text")

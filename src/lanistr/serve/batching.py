@@ -66,6 +66,7 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.unbatched = set(unbatched)  # tasks whose jobs always run alone (attention)
         self.stats = BatchStats()
+        self.in_flight = 0  # jobs submitted and not answered yet
         self._queue: asyncio.Queue[Job] | None = None
         self._carry: collections.deque[Job] = collections.deque()
         self._worker: asyncio.Task | None = None
@@ -102,7 +103,11 @@ class MicroBatcher:
         except asyncio.QueueFull:
             self.stats.rejected_queue_full += 1
             raise QueueFull(f"{self.max_queue} requests are waiting") from None
-        return await future
+        self.in_flight += 1
+        try:
+            return await future
+        finally:
+            self.in_flight -= 1
 
     # -- the worker --------------------------------------------------------------------------
 
