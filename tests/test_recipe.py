@@ -100,3 +100,17 @@ def test_demo_says_so_and_goes_on_without_minilm(monkeypatch, tmp_path, capsys):
     args = argparse.Namespace(minilm_minutes=1.0, seed=0, threads=1)
     assert demo._finetune_minilm(args, tmp_path, tmp_path / "train.jsonl") is None
     assert "MiniLM-L6 is not installed, so this step is skipped" in capsys.readouterr().out
+
+
+def test_measure_reads_tagging_data(tmp_path):
+    from lanistr.tasks.recipe import measure
+
+    conll = tmp_path / "t.conll"
+    conll.write_text("plum\tF\nrock\tS\n\napple\tF\n\nstone\tS\niron\tS\n", encoding="utf-8")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("plum rock apple stone iron\n", encoding="utf-8")
+    train_tokenizer([corpus], 40, tmp_path / "tok")
+    stats = measure({"task": "tag", "init": "scratch", "model": {"preset": "tiny"},
+                     "data": {"train": str(conll), "tokenizer": str(tmp_path / "tok")}})
+    assert stats.num_examples == 3 and stats.label_counts == {"F": 2, "S": 3}
+    assert len(stats.token_lengths) == 3 and min(stats.token_lengths) >= 3 and stats.from_scratch
