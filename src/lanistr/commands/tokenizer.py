@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lanistr.commands import positive_int
+from lanistr.commands import add_progress_args, positive_int, progress_enabled
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
@@ -60,6 +60,7 @@ def register(subparsers) -> None:
         metavar="N",
         help="least count of a pair for it to be merged (default: 2)",
     )
+    add_progress_args(train)
     train.set_defaults(func=_train)
 
     encode = sub.add_parser(
@@ -98,6 +99,7 @@ def _train(args) -> int:
         output_dir=args.output,
         lowercase=args.lowercase,
         min_frequency=args.min_frequency,
+        show_progress=progress_enabled(args),
     )
     print(f"vocab size: {tokenizer.vocab_size}")
     print(f"saved: {tokenizer.source}")

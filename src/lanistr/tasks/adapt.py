@@ -191,7 +191,8 @@ def dapt(run: DaptRun | dict, output_dir: str | Path, resume: bool = False):
     tokenizer = prepare_tokenizer(data, output_dir, ctx, start_dir)
     torch.manual_seed(train.seed)
     model = build_mlm_model({}, tokenizer, data, start_dir)
-    task = build_mlm_task(data, tokenizer, output_dir, ctx, train.seed, train.batch_size)
+    task = build_mlm_task(data, tokenizer, output_dir, ctx, train.seed, train.batch_size,
+                          train.progress)
     if options.unfreeze_every:
         task.unfreezing = GradualUnfreezing(model, options.unfreeze_every)
     if ctx.is_main:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -121,14 +122,19 @@ def prepare_tokenizer(data: PretrainDataConfig, output_dir: Path, ctx: DistConte
 
 
 def build_mlm_task(data: PretrainDataConfig, tokenizer: Tokenizer, output_dir: Path,
-                   ctx: DistContext, seed: int, eval_batch_size: int) -> MLMTask:
+                   ctx: DistContext, seed: int, eval_batch_size: int,
+                   progress: bool = True) -> MLMTask:
+    """The MLM (+ NSP) task on ``data`` (tokenised once into a cache); ``progress=False``
+    hides the tokenising bar (otherwise shown for large corpora on a terminal)."""
     if not data.train:
         raise ConfigError("data.train: no training files given (a list of .txt/.jsonl files)")
     cache_dir = Path(data.cache_dir) if data.cache_dir else output_dir / "cache"
 
+    show = None if progress and sys.stderr.isatty() else False
+
     def dataset(files):
         if ctx.is_main:
-            cache = build_token_cache(files, tokenizer, cache_dir)
+            cache = build_token_cache(files, tokenizer, cache_dir, progress=show)
         ctx.barrier()
         if not ctx.is_main:
             cache = build_token_cache(files, tokenizer, cache_dir)
@@ -185,7 +191,8 @@ def pretrain(run: PretrainRun | dict, output_dir: str | Path, resume: bool = Fal
     tokenizer = prepare_tokenizer(data, output_dir, ctx, init)
     torch.manual_seed(train.seed)
     model = build_mlm_model(run.model, tokenizer, data, init)
-    task = build_mlm_task(data, tokenizer, output_dir, ctx, train.seed, train.batch_size)
+    task = build_mlm_task(data, tokenizer, output_dir, ctx, train.seed, train.batch_size,
+                          train.progress)
     if ctx.is_main:
         log.info("model: %s, %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     return run_training(model, task, train, output_dir, ctx, resume=resume,
