@@ -76,7 +76,7 @@ def test_choices_are_printed_and_recorded_in_run_config(tmp_path, capsys):
     saved = yaml.safe_load((out / "run_config.yaml").read_text())
     assert saved["data"]["max_len"] == 64 and saved["finetune"]["class_weights"] == "balanced"
     assert saved["train"]["lr"] == 5e-4 and saved["train"]["epochs"] == 1
-    assert saved["finetune"]["chosen"]["data.max_len"].startswith("64 (90% of sampled")
+    assert saved["finetune"]["chosen"]["data.max_len"].startswith("64 (the 90th percentile")
     assert "train.epochs" not in saved["finetune"]["chosen"]
 
 

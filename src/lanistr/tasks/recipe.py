@@ -125,9 +125,11 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
         cap = min(MAX_LEN_CAP, stats.model_max_len)
         max_len = int(min(cap, max(64, 32 * math.ceil(p90 / 32))))
         longer = float(np.mean(np.asarray(stats.token_lengths) > max_len))
+        more = " or more" if p90 >= stats.model_max_len else ""
         pick("data.max_len", max_len,
-             f"90% of sampled training texts fit in {p90} tokens (rounded up to a multiple of "
-             f"32, within 64..{cap}); {longer:.0%} are longer and are cut")
+             f"the 90th percentile of the sampled training texts' lengths is {p90}{more} "
+             f"tokens (rounded up to a multiple of 32, within 64..{cap}); {longer:.0%} of "
+             "them are longer and are cut")
 
     # -- frozen lower layers, computed once (lanistr.tasks.frozen_cache)
     if not stats.from_scratch and stats.num_layers >= 4:
