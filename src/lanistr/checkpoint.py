@@ -37,6 +37,16 @@ def save_model(model, directory: str | os.PathLike) -> None:
     write_text(directory / CONFIG_NAME, model.config.to_json())
 
 
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
 def read_config(directory: str | os.PathLike, **overrides) -> LanistrConfig:
     directory = Path(directory)
     path = directory / CONFIG_NAME
@@ -45,12 +55,7 @@ def read_config(directory: str | os.PathLike, **overrides) -> LanistrConfig:
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a lanistr checkpoint (missing {CONFIG_NAME}); "
                               "for a Hugging Face model run `lanistr convert-hf` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+    data = _read_json_object(path)
     for key, value in overrides.items():
         if key == "attention" and isinstance(value, dict):
             value = {**data.get("attention", {}), **value} if value.get("backend") in (
@@ -187,10 +192,7 @@ def read_generation_config(directory: str | os.PathLike):
     if not path.is_file():
         raise LanistrError(f"{directory}: no {GENERATION_CONFIG}; is this a seq2seq model "
                            "trained with `lanistr finetune` (task: seq2seq)?")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
+    data = _read_json_object(path)
     try:
         return from_dict(GenerationConfig, data, "generation")
     except ConfigError as exc:
