@@ -484,6 +484,11 @@ class TrainConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"
+    # steps: warm-up and decay follow the step count (warmup_steps/warmup_ratio of the
+    # steps). time: they follow the elapsed fraction of the max_minutes budget
+    # (warmup_ratio of it), so the learning rate reaches 0 exactly at the budget, where the
+    # run stops (a budgeted schedule, as in cramming; resumed runs keep the time used)
+    schedule_by: Literal["steps", "time"] = "steps"
     max_grad_norm: float = 1.0
     max_steps: int = 1000
     max_minutes: float = 0.0
@@ -521,3 +526,9 @@ class TrainConfig:
         _check(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay} must be >= 0")
         _check(isinstance(self.skip_nonfinite, int) and self.skip_nonfinite >= 0,
                f"train.skip_nonfinite={self.skip_nonfinite!r} must be >= 0")
+        if self.schedule_by == "time":
+            _check(self.max_minutes > 0, "train.schedule_by=time needs a time budget: set "
+                   "train.max_minutes (the learning rate reaches 0 there)")
+            _check(not self.warmup_steps, f"train.warmup_steps={self.warmup_steps} counts "
+                   "steps; with train.schedule_by=time the warm-up is train.warmup_ratio of "
+                   "the time budget")

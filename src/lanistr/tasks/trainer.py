@@ -125,6 +125,27 @@ def lr_lambda(train: TrainConfig, total_steps: int):
     return f
 
 
+def time_lr_factor(train: TrainConfig, fraction: float) -> float:
+    """The learning-rate factor of a budgeted schedule (``train.schedule_by=time``) at
+    ``fraction`` of the time budget used: linear warm-up over ``train.warmup_ratio`` of the
+    budget, then ``train.schedule`` decay to exactly 0 at the budget (cramming, Geiping &
+    Goldstein 2022)."""
+    f = min(max(fraction, 0.0), 1.0)
+    warmup = train.warmup_ratio
+    if warmup and f < warmup:
+        return f / warmup
+    if train.schedule == "constant":
+        return 1.0 if f < 1.0 else 0.0
+    progress = (f - warmup) / (1.0 - warmup)
+    if train.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)
+
+
+#: ``train.schedule_by=time`` without max_steps or epochs: the budget alone ends the run
+UNBOUNDED_STEPS = 2**62
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -134,6 +155,7 @@ class TrainState:
     best_step: int | None = None
     bad_evals: int = 0
     skipped: int = 0  # non-finite batches skipped (train.skip_nonfinite)
+    elapsed: float = 0.0  # seconds of training so far, over every resumed session
     history: list = field(default_factory=list)
 
 
@@ -209,7 +231,10 @@ def _in_main_thread() -> bool:
 
 class Trainer:
     def __init__(self, model: nn.Module, task: Task, train: TrainConfig, output_dir: str | Path,
-                 ctx: DistContext | None = None, *, run_config: dict | None = None):
+                 ctx: DistContext | None = None, *, run_config: dict | None = None,
+                 clock=None):
+        """``clock`` (default ``time.perf_counter``) measures the training time that a
+        budgeted schedule (``train.schedule_by=time``) follows; tests pass a fake one."""
         self.model = model
         self.task = task
         self.train = train
@@ -227,8 +252,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(task.param_groups(model, train), lr=train.lr,
                                            betas=tuple(train.adam_betas), eps=train.adam_eps)
         self.total_steps = self._total_steps()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(train, self.total_steps))
+        self.clock = clock or time.perf_counter
+        self.by_time = train.schedule_by == "time"
+        self._fraction = 0.0  # of the time budget used, as of the last clock reading
+        self._session = (0.0, 0.0)  # (clock, state.elapsed) when this session's loop began
+        schedule = ((lambda _step: time_lr_factor(train, self._fraction)) if self.by_time
+                    else lr_lambda(train, self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.stop_reason = ""
         self._tb = None
 
@@ -252,6 +282,9 @@ class Trainer:
         or ``train.epochs`` (0 = none) (or ``train.max_minutes``, checked as it goes);
         ``self.step_bound`` names the step bound for the stop reason."""
         steps, self.step_bound = self.train.max_steps, f"max_steps={self.train.max_steps}"
+        if self.train.schedule_by == "time" and not steps and not self.train.epochs:
+            self.step_bound = f"max_minutes={self.train.max_minutes:g}"
+            return UNBOUNDED_STEPS
         if self.train.epochs:
             per_epoch = max(1, self.task.train_size() // self.global_batch)
             by_epochs = math.ceil(self.train.epochs * per_epoch)
@@ -264,7 +297,12 @@ class Trainer:
                 steps, self.step_bound = by_epochs, f"epochs={self.train.epochs:g}"
         if steps < 1:
             raise ConfigError("train.max_steps and train.epochs are both 0: give the run a "
-                              "length (or train.max_minutes with max_steps)")
+                              "length (or train.max_minutes with train.schedule_by=time)")
+        if self.train.schedule_by == "time" and self.ctx.is_main:
+            log.warning("train.%s may end the run before its time budget "
+                        "(train.max_minutes=%g), where the budgeted schedule reaches 0; set "
+                        "train.max_steps=0 and train.epochs=0 to let the budget alone end it",
+                        self.step_bound, self.train.max_minutes)
         return steps
 
     @property
@@ -283,9 +321,12 @@ class Trainer:
             self._log({"step": 0, **self.evaluate()})  # the curve's starting point
         bar = self._progress()
         start = time.perf_counter()
+        self._session = (self.clock(), self.state.elapsed)
+        budget = 60.0 * train.max_minutes
         window_tokens, window_start = 0, time.perf_counter()
         with _StopFlag() as stop:
-            while self.state.step < self.total_steps:
+            while self.state.step < self.total_steps and not (
+                    self.by_time and self.state.elapsed >= budget):  # a resumed finished run
                 result = self._step()
                 if result is None:  # a non-finite batch skipped (train.skip_nonfinite)
                     continue
@@ -302,8 +343,11 @@ class Trainer:
                 if self.state.step % train.log_every == 0:
                     window_tokens, window_start = 0, time.perf_counter()
                 done = self.state.step >= self.total_steps
-                out_of_time = (train.max_minutes and
-                               time.perf_counter() - start > 60 * train.max_minutes)
+                if self.by_time:  # the training time of every session, as the schedule saw it
+                    out_of_time = self.state.elapsed >= budget
+                else:
+                    out_of_time = (train.max_minutes and
+                                   time.perf_counter() - start > 60 * train.max_minutes)
                 stop_now = self._agree(stop.requested or bool(out_of_time))
                 if train.eval_every and (self.state.step % train.eval_every == 0 or done
                                          or stop_now):
@@ -315,7 +359,8 @@ class Trainer:
                     self.save_checkpoint()
                 if stop_now:
                     self.stop_reason = self.stop_reason or (
-                        "interrupted" if stop.requested else "time budget reached")
+                        "interrupted" if stop.requested
+                        else f"time budget reached (max_minutes={train.max_minutes:g})")
                     break
         if bar is not None:
             bar.close()
@@ -391,10 +436,26 @@ class Trainer:
                 self._restore(backup)
             return self._non_finite(f"non-finite weights after the update (loss "
                                     f"{total_loss:.4g}, gradient norm {float(norm):.4g})")
+        self._tick()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         tokens = int(ctx.reduce_dict({"t": torch.tensor(float(tokens))})["t"])
         return total_loss, tokens
+
+    def _tick(self) -> None:
+        """Read the clock once per step: the training time so far (``state.elapsed``, kept in
+        checkpoints, so a resumed run continues from it) and, for a budgeted schedule, the
+        fraction of the budget the next step's learning rate follows. Under torchrun every
+        rank takes rank 0's reading, so all ranks use the same learning rate."""
+        clock0, elapsed0 = self._session
+        elapsed = elapsed0 + (self.clock() - clock0)
+        if self.ctx.enabled:
+            t = torch.tensor([elapsed if self.ctx.is_main else 0.0], dtype=torch.float64,
+                             device=self.ctx.device)
+            elapsed = float(self.ctx.all_reduce_(t).item())
+        self.state.elapsed = elapsed
+        if self.by_time:
+            self._fraction = elapsed / (60.0 * self.train.max_minutes)
 
     def _skips_left(self) -> int:
         return max(0, self.skip_nonfinite - self.state.skipped)
@@ -515,7 +576,8 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step",
+        total = None if self.total_steps == UNBOUNDED_STEPS else self.total_steps
+        return tqdm(total=total, initial=self.state.step, desc="train", unit="step",
                     dynamic_ncols=True)
 
     def _log(self, row: dict) -> None:
@@ -741,11 +803,17 @@ class Trainer:
                 by_epochs = math.ceil(old.epochs * max(1, self.task.train_size() // old_batch))
                 steps = min(steps, by_epochs) if steps else by_epochs
             saved_total = steps
-        old_f, new_f = lr_lambda(old, saved_total), lr_lambda(self.train, self.total_steps)
         problems = []
-        if old.lr != self.train.lr or any(old_f(i) != new_f(i) for i in range(done)):
+        if old.schedule_by == "time" or self.by_time:  # the budget sets it, not the steps
+            if any(getattr(old, k) != getattr(self.train, k) for k in
+                   ("lr", "schedule_by", "schedule", "warmup_ratio", "max_minutes")):
+                problems.append("the budgeted learning-rate schedule")
+        elif old.lr != self.train.lr or any(
+                lr_lambda(old, saved_total)(i) != lr_lambda(self.train, self.total_steps)(i)
+                for i in range(done)):
             problems.append("the learning rate of the steps already taken")
-        elif self.total_steps != saved_total and self.train.schedule != "constant":
+        elif (self.total_steps != saved_total and self.train.schedule != "constant"
+              and not self.by_time):
             problems.append(f"the {self.train.schedule} schedule, planned for {saved_total} "
                             f"steps, not {self.total_steps}")
         if old_batch != self.global_batch:
@@ -754,8 +822,8 @@ class Trainer:
             problems.append("the data order (seed)")
         if not problems:
             return
-        keys = ("lr", "schedule", "warmup_steps", "warmup_ratio", "max_steps", "epochs",
-                "batch_size", "grad_accum", "seed")
+        keys = ("lr", "schedule", "schedule_by", "max_minutes", "warmup_steps", "warmup_ratio",
+                "max_steps", "epochs", "batch_size", "grad_accum", "seed")
         differ = [f"train.{k}={getattr(self.train, k)} (checkpoint: {getattr(old, k)})"
                   for k in keys if getattr(old, k) != getattr(self.train, k)]
         if old_batch != self.global_batch and not any("batch" in d for d in differ):
