@@ -59,6 +59,25 @@ def register(subparsers) -> None:
         action="store_true",
         help="fetch again even if a completed fetch is already there",
     )
+    corpus = sub.add_parser(
+        "corpus",
+        help="build one pretraining corpus from the training splits of fetched datasets "
+             "and text files (deduplicated, with a manifest)",
+        description=(
+            "Write OUT, a text file of documents separated by blank lines (what `lanistr "
+            "pretrain` reads as data.train), from the TRAINING splits of fetched datasets "
+            "(sotu, spamassassin, 20newsgroups, reuters-r8, brown; never their test splits) "
+            "and from text files (.txt blocks, .jsonl text fields, .conll sentences). Exact "
+            "duplicate documents (after whitespace normalisation) are dropped. OUT.manifest.json "
+            "records each source with its sha256, documents, words and duplicates dropped."),
+        epilog="example: lanistr data corpus runs/corpus.txt sotu spamassassin my-notes.txt",
+    )
+    corpus.add_argument("out", metavar="OUT", help="the corpus file to write")
+    corpus.add_argument("sources", nargs="*", metavar="SOURCE",
+                        help=f"a dataset ({', '.join(names)}) or a text file; default: every "
+                             "fetched dataset")
+    corpus.add_argument("--overwrite", action="store_true",
+                        help="replace OUT and its manifest if they exist")
     sub.add_parser(
         "list",
         help="list the datasets, their source, size, licence and whether they are fetched",
@@ -70,6 +89,8 @@ def register(subparsers) -> None:
 def _run(args) -> int:
     if args.data_command == "fetch":
         return _fetch(args)
+    if args.data_command == "corpus":
+        return _corpus(args)
     if args.data_command == "list":
         print(fetch_mod.list_table())
         return 0
@@ -96,4 +117,17 @@ def _fetch(args) -> int:
         print(f"  {counts}")
         for rel, size in result.files:
             print(f"  {rel:<28} {fetch_mod.human_size(size):>9}")
+    return 0
+
+
+def _corpus(args) -> int:
+    from lanistr.data.corpus import build_corpus
+
+    result = build_corpus(args.out, args.sources, overwrite=args.overwrite)
+    for s in result.sources:
+        print(f"  {s.name:<28} {s.documents:>8,} documents {s.words:>12,} words"
+              f" {s.duplicates:>6,} duplicates dropped")
+    print(f"corpus: {result.documents:,} documents, {result.words:,} words "
+          f"({result.duplicates:,} duplicates dropped) -> {result.path}")
+    print(f"manifest: {result.manifest}")
     return 0
