@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "pretrain",
     "finetune",
     "adapt",
+    "distill",
     "evaluate",
     "predict",
     "generate",

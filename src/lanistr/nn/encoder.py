@@ -57,6 +57,17 @@ class Encoder(nn.Module):
             x, _ = layer(x, layout)
         return x, layout
 
+    def attention_inputs(self, x: torch.Tensor, layout: TokenLayout, index: int):
+        """The queries, keys and values ``(B, H, T, Dh)`` that layer ``index`` computes from
+        the real-token states ``x`` ``(N, D)`` entering it (``lower(..., index)``): what
+        attention-relation distillation (MiniLM) matches. A shared-QK backend's keys are its
+        queries."""
+        layer = self.layers[index]
+        if layer.pre_norm:
+            x = layer.attention_norm(x)
+        q, k, v = layer.attention.project(x, layout)
+        return q, (q if k is None else k), v
+
     def upper(self, x: torch.Tensor, layout: TokenLayout, start: int) -> torch.Tensor:
         """Layers ``start``.. (+ the final norm) on real-token states ``(N, D)``;
         returns the padded last hidden state ``(B, T, D)``."""

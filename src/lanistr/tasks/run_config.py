@@ -1,6 +1,6 @@
 """Typed run configs: one frozen dataclass per training command (:class:`PretrainRun`,
-:class:`FinetuneRun`, :class:`Seq2SeqRun`, :class:`DaptRun`, :class:`DannRun`) built from the
-typed dataclass of each of its sections.
+:class:`FinetuneRun`, :class:`Seq2SeqRun`, :class:`DaptRun`, :class:`DannRun`,
+:class:`DistillRun`) built from the typed dataclass of each of its sections.
 
 A run config is parsed and validated once, where the command starts (:func:`parse_run`):
 every section, the model overrides against their preset or the ``init`` checkpoint, and the
@@ -212,6 +212,86 @@ class DannOptions:
             raise ConfigError("dann.unfreeze_every and dann.target_max_examples must be >= 0")
 
 
+@dataclass
+class DistillDataConfig:
+    """The ``data`` section of ``lanistr distill``. The tokenizer is the teacher's."""
+
+    # general: text files (.txt blocks, .jsonl text fields) packed into max_len sequences;
+    # task: labelled examples (JSONL/CSV/TSV with text_field and label_field)
+    train: str | list[str] | None = None
+    unlabelled: str | list[str] | None = None  # task: more text, taught by soft targets only
+    eval: str | None = None  # held-out: text (general) or labelled examples (task)
+    text_field: str = "text"
+    label_field: str = "label"
+    max_len: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_len < 4:
+            raise ConfigError(f"data.max_len={self.max_len} must be >= 4")
+        if isinstance(self.train, list) and len(self.train) == 1:
+            self.train = self.train[0]
+
+    @property
+    def train_files(self) -> list[str]:
+        return _as_list(self.train)
+
+    @property
+    def unlabelled_files(self) -> list[str]:
+        return _as_list(self.unlabelled)
+
+
+#: Loss weights of each distillation mode where the config does not give them.
+DISTILL_WEIGHTS = {"general": {"attention_weight": 1.0, "value_weight": 1.0,
+                               "hidden_weight": 0.0, "soft_weight": 0.0},
+                   "task": {"attention_weight": 0.0, "value_weight": 0.0,
+                            "hidden_weight": 0.0, "soft_weight": 1.0}}
+
+
+@dataclass
+class DistillOptions:
+    """The ``distill`` section: the teacher and what the student learns from it.
+
+    ``general`` (task-agnostic, unlabelled text): the KL divergence between the teacher's and
+    the student's last-layer self-attention distributions, per (relation) head, and between
+    their value-value scaled dot-product distributions (MiniLM, Wang et al. 2020), and/or the
+    MSE between the teacher's last hidden states and the student's through a learned
+    projection (TinyBERT-style). ``task``: a fine-tuned teacher classifier's soft targets at
+    ``temperature`` (KL x T^2, Hinton et al. 2015), optionally with the gold labels'
+    cross-entropy (``hard_weight``); the student is saved as a classifier with the teacher's
+    labels and tokenizer."""
+
+    teacher: str | None = None  # a lanistr or converted model directory
+    mode: Literal["general", "task"] = "general"
+    attention_weight: float | None = None  # default: 1 (general), 0 (task)
+    value_weight: float | None = None  # default: 1 (general), 0 (task)
+    hidden_weight: float | None = None  # default: 0
+    soft_weight: float | None = None  # default: 1 (task); task mode only
+    hard_weight: float = 0.0  # task mode only
+    temperature: float = 2.0
+    # heads the attention/value relations are split into (0: the models' number of heads,
+    # which must then be the same); must divide both hidden sizes (MiniLMv2's relation heads)
+    relation_heads: int = 0
+
+    def __post_init__(self) -> None:
+        for key, value in DISTILL_WEIGHTS[self.mode].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        weights = ("attention_weight", "value_weight", "hidden_weight", "soft_weight",
+                   "hard_weight")
+        for key in weights:
+            if getattr(self, key) < 0:
+                raise ConfigError(f"distill.{key}={getattr(self, key)} must be >= 0")
+        if self.mode == "general" and (self.soft_weight or self.hard_weight):
+            raise ConfigError("distill.soft_weight and distill.hard_weight need labels: set "
+                              "distill.mode=task (a fine-tuned classifier teacher)")
+        if not any(getattr(self, key) for key in weights):
+            raise ConfigError("distill: every loss weight is 0; nothing to learn")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature={self.temperature} must be > 0")
+        if self.relation_heads < 0:
+            raise ConfigError(f"distill.relation_heads={self.relation_heads} must be >= 0")
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
@@ -284,6 +364,16 @@ class DannRun(FinetuneRun):
     SECTIONS = ("task", "init", "model", "data", "finetune", "dann", "train")
 
 
+@dataclass(frozen=True)
+class DistillRun(RunConfig):
+    """``lanistr distill``: ``init``/``model`` are the student (``scratch`` with a preset and
+    fields, default ``mini``, or a checkpoint); ``distill.teacher`` the teacher."""
+
+    data: DistillDataConfig = field(default_factory=DistillDataConfig)
+    distill: DistillOptions = field(default_factory=DistillOptions)
+    SECTIONS = ("init", "model", "data", "distill", "train")
+
+
 FINETUNE_TASKS = ("classify", "tag")
 
 
@@ -297,7 +387,8 @@ def run_class(command: str, raw: dict) -> type[RunConfig]:
             raise ConfigError(f"task={task!r} is not a fine-tuning task (choose from "
                               f"{', '.join([*FINETUNE_TASKS, 'seq2seq'])})")
         return FinetuneRun
-    classes = {"pretrain": PretrainRun, "dapt": DaptRun, "dann": DannRun}
+    classes = {"pretrain": PretrainRun, "dapt": DaptRun, "dann": DannRun,
+               "distill": DistillRun}
     if command not in classes:
         raise ConfigError(f"no run config for command {command!r}")
     return classes[command]
@@ -328,7 +419,7 @@ def parse_run(command: str, raw: dict) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown section{'s' if len(unknown) > 1 else ''} "
                           f"{', '.join(unknown)} (valid: {', '.join(cls.SECTIONS)})")
-    init = _init(cls, raw.get("init", "scratch" if cls is PretrainRun else None))
+    init = _init(cls, raw.get("init", "scratch" if cls in (PretrainRun, DistillRun) else None))
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping of config fields, got {model!r}")
@@ -362,7 +453,7 @@ def parse_run(command: str, raw: dict) -> RunConfig:
 
 
 def _init(cls: type[RunConfig], init) -> str:
-    if cls is PretrainRun and init in (None, "scratch"):
+    if cls in (PretrainRun, DistillRun) and init in (None, "scratch"):
         return "scratch"
     examples = {DaptRun: "the checkpoint to adapt: a pretraining output's model/ or a "
                          "`lanistr convert-hf` output",
@@ -407,6 +498,9 @@ def _check_run(run: RunConfig, check_max_len: bool = True) -> None:
     if check_max_len and max_len and model.long != "hierarchical" and max_len > model.max_len:
         key = "data.max_len" if hasattr(data, "max_len") else "data.max_source_len"
         raise ConfigError(f"{key}={max_len} exceeds the model's max_len={model.max_len}")
+    if isinstance(run, DistillRun):
+        _check_distill(run, model)
+        return
     if isinstance(run, (PretrainRun, DaptRun)):
         if not data.train:
             raise ConfigError("data.train: no text files given (a file or a list of files)")
@@ -437,6 +531,43 @@ def _check_run(run: RunConfig, check_max_len: bool = True) -> None:
     elif run.from_scratch and not isinstance(run, PretrainRun):
         raise ConfigError("init: scratch needs data.tokenizer (a tokenizer directory; train one "
                           "with `lanistr tokenizer train`)")
+
+
+def _check_distill(run: DistillRun, student) -> None:
+    """The teacher, the data files, and the student/teacher pair."""
+    from lanistr.checkpoint import read_config
+    from lanistr.errors import CheckpointError
+
+    opts, data = run.distill, run.data
+    if not opts.teacher:
+        raise ConfigError("distill.teacher: give the teacher's model directory (a lanistr "
+                          "checkpoint or a `lanistr convert-hf` output)")
+    try:
+        teacher = read_config(opts.teacher)
+    except CheckpointError as exc:
+        raise ConfigError(f"distill.teacher: {exc}") from None
+    if not (Path(opts.teacher) / "tokenizer.json").is_file():
+        raise ConfigError(f"distill.teacher: {opts.teacher} has no tokenizer.json; the student "
+                          "reads the teacher's tokens")
+    if opts.mode == "task" and not (teacher.labels and teacher.architecture ==
+                                    "LanistrForSequenceClassification"):
+        raise ConfigError(f"distill.teacher: {opts.teacher} is not a fine-tuned classifier "
+                          f"(architecture {teacher.architecture}, {len(teacher.labels)} "
+                          "labels); task distillation needs one (`lanistr finetune`), or use "
+                          "distill.mode=general")
+    if not data.train:
+        raise ConfigError("data.train: no training file given (text for distill.mode=general, "
+                          "labelled examples for distill.mode=task)")
+    if data.unlabelled and opts.mode != "task":
+        raise ConfigError("data.unlabelled is for distill.mode=task (general distillation "
+                          "reads unlabelled text as data.train)")
+    for key in ("train", "unlabelled", "eval"):
+        for path in _as_list(getattr(data, key)):
+            _exists(f"data.{key}", path)
+    if data.max_len > min(student.max_len, teacher.max_len):
+        which = "student" if student.max_len < teacher.max_len else "teacher"
+        raise ConfigError(f"data.max_len={data.max_len} exceeds the {which}'s max_len="
+                          f"{min(student.max_len, teacher.max_len)}")
 
 
 def _as_list(value) -> list[str]:
@@ -472,8 +603,9 @@ def _expand_paths(raw: dict) -> dict:
     out = dict(raw)
     if isinstance(out.get("init"), str) and out["init"] != "scratch":
         out["init"] = data_path(out["init"])
-    for section, keys in (("data", ("train", "eval", "test", "tokenizer", "cache_dir")),
-                          ("dann", ("target",))):
+    for section, keys in (("data", ("train", "eval", "test", "tokenizer", "cache_dir",
+                                    "unlabelled")),
+                          ("dann", ("target",)), ("distill", ("teacher",))):
         if isinstance(out.get(section), dict):
             out[section] = {k: expand(v) if k in keys else v for k, v in out[section].items()}
     return out
