@@ -8,7 +8,8 @@ same gradients as ``model(ids, mask, types).logits`` with those layers frozen in
 (tested in ``tests/test_finetune_speed.py``).
 
 The cache holds every real token's ``hidden_size`` float32 vector: ``4 x hidden x tokens``
-bytes (MiniLM-L6 on 20 Newsgroups at 256 tokens: about 11,300 x 256 x 384 x 4 = 4.4 GB).
+bytes (MiniLM-L6 on 20 Newsgroups at 256 tokens, 11,293 posts of 181 tokens or more: 3.06 GB
+measured, at most 11,293 x 256 x 384 x 4 = 4.4 GB).
 """
 
 from __future__ import annotations
