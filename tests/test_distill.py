@@ -153,6 +153,15 @@ def test_general_distillation_lowers_the_loss_and_saves_an_encoder(teachers, tmp
         "train.progress=false"]) == 0
 
 
+def test_a_student_from_a_checkpoint_with_the_teachers_tokenizer(teachers, tmp_path):
+    """The student may start from a checkpoint (here the teacher cut to one layer) when its
+    tokenizer is the teacher's."""
+    sets = [s for s in general_sets(teachers, tmp_path) if not s.startswith("model.")]
+    assert cli("distill", "--output", str(tmp_path / "s"), sets=[
+        *sets, f"init={teachers['mlm']}", "model.num_layers=1", "train.max_steps=2"]) == 0
+    assert load_model(tmp_path / "s" / "model").config.num_layers == 1
+
+
 def test_task_distillation_gives_a_classifier_for_predict(teachers, tmp_path, capsys):
     out = tmp_path / "student"
     unlabelled = write_corpus(tmp_path / "more.txt", docs=10, seed=5)

@@ -300,8 +300,8 @@ def load_teacher(path: str, mode: str) -> nn.Module:
 
 
 def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
-    return a.vocab_size == b.vocab_size and a.vocab_tokens == b.vocab_tokens and \
-        a.lowercase == b.lowercase
+    return (a.vocab_size == b.vocab_size and a.lowercase == b.lowercase
+            and a.vocab_tokens() == b.vocab_tokens())
 
 
 def build_student(run: DistillRun, teacher: nn.Module, tokenizer: Tokenizer) -> PreTrainedModel:
