@@ -55,18 +55,6 @@ def load(model_dir: str | Path, device: str | torch.device = "cpu", runtime: str
     return InferenceModel(model_dir, device=device, runtime=runtime, **options)
 
 
-def _device(name):
-    import torch
-
-    name = str(name)  # "cpu", "cuda", "cuda:1", "auto" or a torch.device
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not str(name).startswith("cuda:"):
-        raise LanistrError(f"device={name!r}: choose cpu, cuda or auto")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise LanistrError(f"device={name!r}: this machine has no CUDA GPU that torch can use "
-                           "(use cpu or auto)")
-    return torch.device(name)
 
 
 def _texts(texts, what: str = "texts") -> list[str]:
@@ -94,7 +82,10 @@ class InferenceModel:
                                "directory written by `lanistr finetune`, `pretrain` or "
                                "`convert-hf`")
         self.runtime = runtime
-        self.device = _device("cpu" if runtime == "onnx" and str(device) == "auto" else device)
+        from lanistr.distributed import resolve_device
+
+        self.device = resolve_device("cpu" if runtime == "onnx" and str(device) == "auto"
+                                     else device)
         from lanistr.tasks.seq2seq import is_seq2seq_model
 
         if runtime == "torch" and is_seq2seq_model(self.model_dir):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,20 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+
+def resolve_device(name="auto") -> torch.device:
+    """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or a
+    torch device -> a torch device; CUDA asked for on a machine without it is a ConfigError."""
+    name = str(name or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise ConfigError(f"device={name!r}: choose cpu, cuda or auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: this machine has no CUDA GPU that torch can use "
+                          "(use cpu or auto)")
+    return torch.device(name)
 
 
 def setup(backend: str = "auto", timeout_s: float = 300.0, device: str = "auto") -> DistContext:

@@ -156,15 +156,7 @@ def model_overrides(args) -> dict:
 
 
 def resolve_device(name: str | None):
-    """``auto`` | ``cpu`` | ``cuda`` -> a torch device; CUDA asked for without one is an error."""
-    import torch
+    """``--device`` -> a torch device (see :func:`lanistr.distributed.resolve_device`)."""
+    from lanistr.distributed import resolve_device as resolve
 
-    from lanistr.errors import ConfigError
-
-    name = name or "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: this machine has no CUDA GPU that torch can use "
-                          "(use --device cpu)")
-    return torch.device(name)
+    return resolve(name)
