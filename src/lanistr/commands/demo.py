@@ -64,10 +64,10 @@ def register(sub) -> None:
     p.add_argument("--finetune-minutes", type=float, default=0.5,
                    help="time budget of fine-tuning the own encoder (3 epochs unless it runs "
                         "out first; default: %(default)s)")
-    p.add_argument("--minilm-minutes", type=float, default=2.5,
+    p.add_argument("--minilm-minutes", type=float, default=3.5,
                    help="time cap of fine-tuning MiniLM-L6 (one epoch, which takes about a "
-                        "minute on two idle cores, unless the cap stops it first; 0 skips it; "
-                        "default: %(default)s)")
+                        "minute on two idle cores; the cap only bites on a busy machine, where "
+                        "stopping early would cost accuracy; 0 skips it; default: %(default)s)")
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads (default: the cores the load average leaves free, "
                         "at least 1: on a busy machine one thread is several times faster than "
