@@ -135,9 +135,7 @@ def run_hf(run, tokenizer, task, eval_times: list[float]) -> dict:
     import torch
     import transformers
 
-    from lanistr.tasks.schedule import time_lr_factor
-    from lanistr.tasks.task import default_param_groups
-    from lanistr.tasks.trainer import GlobalOrder, TrainState
+    from lanistr.tasks.trainer import GlobalOrder, TrainState, time_lr_factor
 
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
@@ -146,8 +144,11 @@ def run_hf(run, tokenizer, task, eval_times: list[float]) -> dict:
         type_vocab_size=2, hidden_act="gelu", pad_token_id=tokenizer.pad_id)
     model = transformers.BertForMaskedLM(cfg)
     train = run.train
-    optim = torch.optim.AdamW(default_param_groups(model, train.weight_decay), lr=train.lr,
-                              betas=tuple(train.adam_betas), eps=train.adam_eps)
+    params = list(model.parameters())  # no weight decay on biases and LayerNorms, as lanistr
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": train.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optim = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.adam_betas),
+                              eps=train.adam_eps)
     order, state = GlobalOrder(task.train_size(), train.seed), TrainState()
     budget = 60.0 * train.max_minutes
     curve = Curve()
