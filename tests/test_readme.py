@@ -4,6 +4,7 @@ each training run a few steps of a tiny model). A README that drifts from the CL
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -13,6 +14,7 @@ import pytest
 
 from helpers import write_corpus
 from lanistr.cli import build_parser, main
+from lanistr.data.fetch import MARKER, REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +38,8 @@ TINY = {
     "adapt dapt": ["data.max_len=32", "train.max_steps=1", "train.batch_size=2",
                    "train.progress=false"],
     "adapt dann": _TINY_FINETUNE,
+    "distill": ["data.max_len=32", "train.max_steps=2", "train.batch_size=4",
+                "train.progress=false", "train.eval_every=0"],
 }
 
 
@@ -91,6 +95,7 @@ def sandbox(tmp_path, monkeypatch):
     sotu.mkdir(parents=True)
     write_corpus(sotu / "train.txt", docs=30)
     write_corpus(sotu / "test.txt", docs=6, seed=1)
+    (sotu / MARKER).write_text(json.dumps({"name": "sotu", "sha256": REGISTRY["sotu"].sha256}))
     monkeypatch.setenv("LANISTR_DATA_DIR", str(tmp_path / "datasets"))
     write_corpus(tmp_path / "corpus.txt", docs=30)
     write_corpus(tmp_path / "domain.txt", docs=20, seed=2)
