@@ -75,7 +75,7 @@ def optimizer_for(model, lr: float, weight_decay: float, impl: str = "default"):
     ``foreach`` or ``fused`` (what-if comparisons; applied to both models alike)."""
     import torch
 
-    from lanistr.tasks.trainer import default_param_groups
+    from lanistr.tasks.task import default_param_groups
 
     kwargs = {"foreach": True} if impl == "foreach" else {"fused": True} if impl == "fused" else {}
     return torch.optim.AdamW(default_param_groups(model, weight_decay), lr=lr, **kwargs)

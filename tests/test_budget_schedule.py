@@ -16,7 +16,9 @@ from lanistr.checkpoint import read_weights
 from lanistr.config import LanistrConfig, TrainConfig
 from lanistr.errors import ConfigError
 from lanistr.nn import LanistrForSequenceClassification
-from lanistr.tasks.trainer import Task, Trainer, time_lr_factor
+from lanistr.tasks.schedule import time_lr_factor
+from lanistr.tasks.task import Task
+from lanistr.tasks.trainer import Trainer
 
 
 class FakeClock:

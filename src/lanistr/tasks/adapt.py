@@ -53,7 +53,8 @@ from lanistr.tasks.labelled import (
 from lanistr.tasks.objectives import FinetuneTask
 from lanistr.tasks.param_groups import freeze, layer_depth
 from lanistr.tasks.run_config import DannOptions, DannRun, DaptRun, FinetuneDataConfig, parse_run
-from lanistr.tasks.trainer import GlobalOrder, Task
+from lanistr.tasks.task import Task
+from lanistr.tasks.trainer import GlobalOrder
 
 log = logging.getLogger("lanistr")
 

@@ -43,7 +43,7 @@ from lanistr.errors import ConfigError, DataError
 from lanistr.nn.models import LanistrForSequenceClassification, LanistrModel, PreTrainedModel
 from lanistr.tasks.labelled import IGNORE, encode_texts, label_ids, pad_batch, read_labelled_texts
 from lanistr.tasks.run_config import META_FILE, DistillOptions, DistillRun, parse_run
-from lanistr.tasks.trainer import Task
+from lanistr.tasks.task import Task
 
 log = logging.getLogger("lanistr")
 

@@ -52,7 +52,7 @@ from lanistr.tasks.run_config import (
     parse_run,
 )
 from lanistr.tasks.runner import FinetuneResult, eval_once_per_epoch
-from lanistr.tasks.trainer import Task
+from lanistr.tasks.task import Task
 
 log = logging.getLogger("lanistr")
 

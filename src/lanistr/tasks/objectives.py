@@ -1,5 +1,5 @@
 """The fine-tuning objectives on the shared loop: classification and tagging as
-:class:`~lanistr.tasks.trainer.Task` s (batches, cross-entropy sums, metrics).
+:class:`~lanistr.tasks.task.Task` s (batches, cross-entropy sums, metrics).
 
 Losses follow the loop's contract: a sum over the batch, divided by a global count. With
 ``class_weights: balanced`` the sum is weighted and the count is the sum of the batch's
@@ -23,7 +23,7 @@ from lanistr.metrics import entity_counts, entity_scores, is_bio, scores_from_co
 from lanistr.tasks.labelled import IGNORE, Encoded, balanced_weights, pad_batch, pad_targets
 from lanistr.tasks.param_groups import layer_decay_groups
 from lanistr.tasks.run_config import META_FILE, FinetuneOptions
-from lanistr.tasks.trainer import Task, default_param_groups
+from lanistr.tasks.task import Task, default_param_groups
 
 
 class FinetuneTask(Task):

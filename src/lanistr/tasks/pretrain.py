@@ -16,7 +16,7 @@ from lanistr.data.tokenizer import Tokenizer, train_tokenizer
 from lanistr.distributed import DistContext
 from lanistr.errors import ConfigError
 from lanistr.tasks.run_config import PretrainDataConfig, PretrainRun, parse_run
-from lanistr.tasks.trainer import Task
+from lanistr.tasks.task import Task
 
 log = logging.getLogger("lanistr")
 

@@ -1,5 +1,5 @@
 """What every training command shares: config resolution, distributed set-up, resume, and
-writing the final model. Commands build a model and a :class:`~lanistr.tasks.trainer.Task`,
+writing the final model. Commands build a model and a :class:`~lanistr.tasks.task.Task`,
 then call :func:`run_training`."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from lanistr.distributed import DistContext, setup, teardown
 from lanistr.errors import CheckpointError
 from lanistr.io import write_text
 from lanistr.tasks.run_config import RunConfig
-from lanistr.tasks.trainer import Task, Trainer, configure_logging
+from lanistr.tasks.task import Task
+from lanistr.tasks.trainer import Trainer, configure_logging
 
 log = logging.getLogger("lanistr")
 

@@ -37,7 +37,7 @@ from lanistr.errors import ConfigError, DataError, LanistrError
 from lanistr.tasks.run_config import Seq2SeqDataConfig, Seq2SeqOptions, Seq2SeqRun, parse_run
 from lanistr.tasks.runner import FinetuneResult, eval_once_per_epoch, run_training
 from lanistr.tasks.runner import start as start_run
-from lanistr.tasks.trainer import Task
+from lanistr.tasks.task import Task
 
 log = logging.getLogger("lanistr")
 
