@@ -135,7 +135,8 @@ def run_hf(run, tokenizer, task, eval_times: list[float]) -> dict:
     import torch
     import transformers
 
-    from lanistr.tasks.trainer import GlobalOrder, TrainState, time_lr_factor
+    from lanistr.tasks.schedule import time_lr_factor
+    from lanistr.tasks.trainer import GlobalOrder, TrainState
 
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
