@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from lanistr import metrics as M
 from lanistr.checkpoint import read_weights
 from lanistr.cli import main
-from lanistr.config import LanistrConfig, TrainConfig
+from lanistr.config import LanistrConfig
 from lanistr.data.tokenizer import Tokenizer, train_tokenizer
 from lanistr.nn import LanistrForMaskedLM, LanistrForSequenceClassification
 from lanistr.tasks import finetune as ft
-from lanistr.tasks import labelled, objectives, param_groups, predict, run_config, runner
+from lanistr.tasks import labelled, objectives, param_groups, predict, run_config
 
 FRUIT = "apple banana cherry grape lemon mango peach plum".split()
 STONE = "rock stone metal iron steel brick sand clay".split()
