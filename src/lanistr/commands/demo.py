@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from lanistr.commands import non_negative_int
+from lanistr.commands import add_progress_args, non_negative_int, progress_enabled
 
 EPILOG = """\
 what it does (each step prints what it wrote):
@@ -73,6 +73,7 @@ def register(sub) -> None:
                         "at least 1: on a busy machine one thread is several times faster than "
                         "two that wait for each other)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    add_progress_args(p)
     p.set_defaults(func=run)
 
 
@@ -174,7 +175,8 @@ def _pretrain(args, out: Path, files, tokenizer_dir: Path):
         "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 30, "max_steps": 3000,
                   "max_minutes": args.pretrain_minutes, "eval_every": 0, "save_every": 0,
                   "keep_last": 1, "log_every": 5, "seed": args.seed,
-                  "num_threads": args.threads, "overwrite_output": True},
+                  "num_threads": args.threads, "overwrite_output": True,
+                  "progress": progress_enabled(args)},
     }
     return pretrain(run, out / "pretrain")
 
@@ -189,7 +191,8 @@ def _finetune(args, out: Path, init: Path, train: Path):
         "train": {"epochs": 3, "batch_size": 16, "lr": FINETUNE_LR, "warmup_ratio": 0.1,
                   "max_minutes": args.finetune_minutes, "eval_every": 0, "save_every": 0,
                   "keep_last": 1, "log_every": 5, "seed": args.seed,
-                  "num_threads": args.threads, "overwrite_output": True},
+                  "num_threads": args.threads, "overwrite_output": True,
+                  "progress": progress_enabled(args)},
     }
     return finetune(run, out / "finetune")
 
@@ -224,7 +227,8 @@ def _finetune_minilm(args, out: Path, train: Path):
         "data": {"train": str(train), "max_len": 128},
         "train": {"epochs": 1, "max_minutes": args.minilm_minutes, "save_every": 0,
                   "keep_last": 1, "log_every": 5, "seed": args.seed,
-                  "num_threads": args.threads, "overwrite_output": True},
+                  "num_threads": args.threads, "overwrite_output": True,
+                  "progress": progress_enabled(args)},
     }
     return finetune(run, out / "minilm" / "run")
 
@@ -237,14 +241,14 @@ def _evaluate(model_dir: Path, minilm, train: Path, test: Path, out: Path, timin
     rows = []
     if minilm is not None:
         t = time.perf_counter()
-        m = Predictor(minilm.model_dir).evaluate_file(test, progress=True)
+        m = Predictor(minilm.model_dir).evaluate_file(test, progress=progress_enabled(args))
         timings["evaluate_minilm"] = time.perf_counter() - t
         save_confusion_png(m["confusion_matrix"], m["labels"], out / "confusion_minilm.png",
                            "lanistr (MiniLM-L6 converted, fine-tuned)")
         rows.append({"system": "lanistr (MiniLM-L6 converted, fine-tuned)", **_headline(m),
                      "train_s": timings["minilm"], "metrics": m})
     t = time.perf_counter()
-    lanistr = Predictor(model_dir).evaluate_file(test, progress=True)
+    lanistr = Predictor(model_dir).evaluate_file(test, progress=progress_enabled(args))
     timings["evaluate"] = time.perf_counter() - t
     save_confusion_png(lanistr["confusion_matrix"], lanistr["labels"],
                        out / "confusion_lanistr.png", "lanistr (own pretraining, fine-tuned)")
