@@ -272,6 +272,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3,
                    help="rounds of all runs, interleaved; latencies are pooled (default 3)")
     p.add_argument("--tiny", action="store_true", help="use the tiny model, not MiniLM")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="the batching server's --max-batch (default 32)")
     p.add_argument("--out", help="result JSON (default benchmarks/results/serve_load.json)")
     args = p.parse_args(argv)
     if args.requests < 32 or args.repeats < 1:
@@ -285,7 +287,7 @@ def main(argv=None) -> int:
         print(f"model: {model_desc}; {len(texts)} sentences; load average {load_before}")
         servers = {}
         try:  # both servers up; the runs alternate between them (an idle one costs nothing)
-            for batching, max_batch in (("on", 32), ("off", 1)):
+            for batching, max_batch in (("on", args.max_batch), ("off", 1)):
                 servers[batching] = Server(model_dir, work / f"server-{batching}.log",
                                            args.threads, max_batch)
                 asyncio.run(load(servers[batching].url, texts, 4, 32))  # warm-up
@@ -339,7 +341,7 @@ def main(argv=None) -> int:
         "benchmark": "serve_load",
         "model": model_desc,
         "request": "POST /v1/classify, one sentence (5-40 words) of data/sotu_sample.txt",
-        "server": {"threads": args.threads, "batch_wait_ms": 5.0, "max_batch_on": 32,
+        "server": {"threads": args.threads, "batch_wait_ms": 5.0, "max_batch_on": args.max_batch,
                    "max_batch_off": 1, "host": "127.0.0.1"},
         "method": f"{args.repeats} rounds, the runs of both servers interleaved in each; "
                   "throughput: median of the rounds; p50/p99: all rounds' latencies pooled",
