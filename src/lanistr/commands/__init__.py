@@ -160,3 +160,8 @@ def resolve_device(name: str | None):
     from lanistr.distributed import resolve_device as resolve
 
     return resolve(name)
+
+
+def held_out_line(metrics: dict, label: str = "held-out") -> str:
+    """``held-out: loss=..., accuracy=...`` from a run's final ``eval_*`` metrics."""
+    return f"{label}: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in metrics.items())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lanistr.commands import add_run_args, run_sets
+from lanistr.commands import add_run_args, held_out_line, run_sets
 
 
 def register(sub) -> None:
@@ -136,7 +136,7 @@ def run_dapt(args) -> int:
     run = load_run("dapt", args.config, sets, args.output, args.resume)
     result = dapt(run, args.output, resume=args.resume)
     if result.metrics:
-        print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in result.metrics.items()))
+        print(held_out_line(result.metrics))
     print(f"adapted model saved in {result.model_dir} ({result.steps} steps, "
           f"{result.stop_reason})")
     return 0
@@ -169,8 +169,7 @@ def run_dann(args) -> int:
     run = load_run("dann", args.config, run_sets(args), args.output, args.resume)
     result = dann(run, args.output, resume=args.resume, truncate=not args.no_truncate)
     if result.eval_metrics:
-        print("source held-out: " + ", ".join(f"{k[5:]}={v:.4f}"
-                                               for k, v in result.eval_metrics.items()))
+        print(held_out_line(result.eval_metrics, "source held-out"))
     if result.test_metrics:
         print(f"target test ({result.test_metrics['data']}): "
               + format_headline(result.test_metrics))

@@ -3,7 +3,7 @@ or a fine-tuned classifier's soft targets)."""
 
 from __future__ import annotations
 
-from lanistr.commands import add_run_args, run_sets
+from lanistr.commands import add_run_args, held_out_line, run_sets
 
 
 def register(sub) -> None:
@@ -36,6 +36,6 @@ def run(args) -> int:
     run = load_run("distill", args.config, run_sets(args), args.output, args.resume)
     result = distill(run, args.output, resume=args.resume)
     if result.metrics:
-        print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in result.metrics.items()))
+        print(held_out_line(result.metrics))
     print(f"student saved in {result.model_dir}")
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lanistr.commands import add_run_args, run_sets
+from lanistr.commands import add_run_args, held_out_line, run_sets
 
 
 def register(sub) -> None:
@@ -39,7 +39,7 @@ def run(args) -> int:
         if cut:
             print(f"{path}: {cut} of {total} examples truncated to max_len")
     if result.eval_metrics:
-        print("held-out: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in result.eval_metrics.items()))
+        print(held_out_line(result.eval_metrics))
     if result.test_metrics:
         print(f"test ({result.test_metrics['data']}): " + format_headline(result.test_metrics))
     print(f"model saved in {result.model_dir} ({result.steps} steps, {result.stop_reason})")
