@@ -37,7 +37,8 @@ def save_model(model, directory: str | os.PathLike) -> None:
     write_text(directory / CONFIG_NAME, model.config.to_json())
 
 
-def _read_json_object(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold one object; anything else is a one-line CheckpointError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -55,7 +56,7 @@ def read_config(directory: str | os.PathLike, **overrides) -> LanistrConfig:
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a lanistr checkpoint (missing {CONFIG_NAME}); "
                               "for a Hugging Face model run `lanistr convert-hf` first")
-    data = _read_json_object(path)
+    data = read_json_object(path)
     for key, value in overrides.items():
         if key == "attention" and isinstance(value, dict):
             value = {**data.get("attention", {}), **value} if value.get("backend") in (
@@ -192,7 +193,7 @@ def read_generation_config(directory: str | os.PathLike):
     if not path.is_file():
         raise LanistrError(f"{directory}: no {GENERATION_CONFIG}; is this a seq2seq model "
                            "trained with `lanistr finetune` (task: seq2seq)?")
-    data = _read_json_object(path)
+    data = read_json_object(path)
     try:
         return from_dict(GenerationConfig, data, "generation")
     except ConfigError as exc:

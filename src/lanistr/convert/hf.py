@@ -7,7 +7,6 @@ The mapping is a table of names; q/k/v projections are concatenated into the fus
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import warnings
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lanistr.checkpoint import read_weights
+from lanistr.checkpoint import read_json_object, read_weights
 from lanistr.config import LanistrConfig
 from lanistr.errors import CheckpointError
 from lanistr.io import atomic_path
@@ -127,12 +126,7 @@ def convert_hf(src: str | Path, out: str | Path):
                 "save_pretrained(..., safe_serialization=True))"
                 if (src / "pytorch_model.bin").exists() else "")
         raise CheckpointError(f"{src}: no model.safetensors{hint}")
-    try:
-        hf_config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: invalid JSON ({exc})") from None
-    if not isinstance(hf_config, dict):
-        raise CheckpointError(f"{cfg_path}: expected a JSON object")
+    hf_config = read_json_object(cfg_path)
     if "architecture" in hf_config and "num_hidden_layers" not in hf_config:
         raise CheckpointError(f"{src}: is a lanistr checkpoint already (config.json has "
                               f"architecture={hf_config['architecture']!r}); use it as it is "

@@ -229,6 +229,12 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
         except LanistrError as exc:
             raise ApiError(400, str(exc), capabilities=list(model.capabilities)) from None
 
+    async def answer(task: str, texts: list[str]) -> list:
+        """A texts endpoint: refuse what the model cannot do or a bad list, then batch it."""
+        check_supported(task)
+        check_texts(texts)
+        return await submit(task, texts)
+
     async def submit(task: str, inputs: list) -> list:
         try:
             return await batcher.submit(task, inputs)
@@ -251,27 +257,19 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
 
     @app.post("/v1/classify", summary="label and probabilities of each text")
     async def v1_classify(body: TextsRequest):
-        check_supported("classify")
-        check_texts(body.texts)
-        return {"results": await submit("classify", body.texts)}
+        return {"results": await answer("classify", body.texts)}
 
     @app.post("/v1/tag", summary="a tag for each whitespace-separated word")
     async def v1_tag(body: TextsRequest):
-        check_supported("tag")
-        check_texts(body.texts)
-        return {"results": await submit("tag", body.texts)}
+        return {"results": await answer("tag", body.texts)}
 
     @app.post("/v1/generate", summary="output text of each source (seq2seq models)")
     async def v1_generate(body: TextsRequest):
-        check_supported("generate")
-        check_texts(body.texts)
-        return {"results": await submit("generate", body.texts)}
+        return {"results": await answer("generate", body.texts)}
 
     @app.post("/v1/embed", summary="sentence embeddings (mean-pooled, L2-normalised)")
     async def v1_embed(body: TextsRequest):
-        check_supported("embed")
-        check_texts(body.texts)
-        rows = await submit("embed", body.texts)
+        rows = await answer("embed", body.texts)
         return {"embeddings": rows, "dim": len(rows[0]) if rows else 0}
 
     @app.post("/v1/attention", summary="tokens, prediction and attention weights of one text")
