@@ -140,7 +140,10 @@ def test_bad_corpus_gives_a_one_line_error(tmp_path, capsys, make, message):
                  "--set", "train.max_steps=2"])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert len(err.splitlines()) == 1 and message in err and "corpus.txt" in err
+    # progress lines (logging) may come first; the error is one line, the last, no traceback
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and "Traceback" not in err
+    assert message in errors[0] and "corpus.txt" in errors[0]
 
 
 def test_invalid_config_is_reported(tmp_path, capsys):

@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -789,16 +790,26 @@ def configure_logging(ctx: DistContext, output_dir: Path | None = None) -> None:
     level = logging.INFO if ctx.is_main else logging.WARNING
     logger = logging.getLogger("lanistr")
     logger.setLevel(level)
-    if not any(getattr(h, "_lanistr", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._lanistr = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    # One stream handler on the current stderr and at most one train.log: a second run in the
+    # same process (the Python API, in-process CLI calls) neither writes into the first run's
+    # log nor into a stderr that has been replaced (and maybe closed) since.
+    for h in [h for h in logger.handlers if getattr(h, "_lanistr", None) == "file"]:
+        logger.removeHandler(h)
+        h.close()
+    stream = next((h for h in logger.handlers if getattr(h, "_lanistr", None) == "stream"), None)
+    if stream is None:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(message)s"))
+        stream._lanistr = "stream"  # type: ignore[attr-defined]
+        logger.addHandler(stream)
         logger.propagate = False
+    else:  # not setStream: it flushes the old stream, which may be closed by now
+        with stream.lock:
+            stream.stream = sys.stderr
     if output_dir is not None and ctx.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
         fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        fh._lanistr = True  # type: ignore[attr-defined]
+        fh._lanistr = "file"  # type: ignore[attr-defined]
         logger.addHandler(fh)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
