@@ -161,6 +161,33 @@ def test_truncation_is_counted_and_reported(toy, tmp_path, capsys):
     assert "1 of 2 examples truncated to max_len" in capsys.readouterr().out
 
 
+def test_head_tail_truncation_trains_and_predicts_alike(toy, tmp_path):
+    """A model fine-tuned with data.truncation=head_tail reads texts the same way when it
+    predicts: a long text whose label word sits at its end is seen at both times."""
+    from lanistr.tasks.predict import Predictor
+
+    rows = [{"text": "filler " * 40 + ("apple" if i % 2 else "rock"),
+             "label": "fruit" if i % 2 else "stone"} for i in range(24)]
+    train = write_jsonl(tmp_path / "long.jsonl", rows)
+    args = toy_sets(toy, **{"data.train": train, "data.truncation": "head_tail",
+                            "train.epochs": 1, "train.batch_size": 4})
+    assert main(["finetune", "--output", str(tmp_path / "r"), *args]) == 0
+    predictor = Predictor(tmp_path / "r" / "model")
+    assert predictor.truncation == "head_tail"
+    texts = [r["text"] for r in rows[:6]]
+    ids, _, cut = labelled.encode_texts(predictor.tokenizer, texts, None, predictor.max_len,
+                                        truncation="head_tail")
+    assert cut == len(texts)
+    apple = predictor.tokenizer.encode("apple", max_length=8).input_ids[0, 1:-1].tolist()
+    assert all(x[-1 - len(apple):-1].tolist() == apple for x in ids[1::2])  # the end is kept
+    probs, _ = predictor.classify(texts)
+    batch = labelled.pad_batch(ids, predictor.tokenizer.pad_id)
+    with torch.no_grad():
+        logits = predictor.model(batch["input_ids"], batch["attention_mask"],
+                                 batch["token_type_ids"]).logits
+    np.testing.assert_allclose(probs, logits.softmax(-1).double().numpy(), atol=1e-5)
+
+
 def _error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

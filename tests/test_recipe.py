@@ -29,6 +29,7 @@ def test_choices_follow_the_data():
     assert got["train.lr"] == 1e-4 and got["train.epochs"] == 3
     assert got["data.eval_fraction"] == 0.1 and got["finetune.class_weights"] == "none"
     assert got["data.max_len"] == 128  # p90 = 100 -> next multiple of 32
+    assert "data.truncation" not in got  # 5% cut: the head is enough
     assert got["finetune.freeze_layers"] == 3
     assert got["model.pooling"] == "mean" and got["model.use_pooler"] is False
     small = _chosen(_stats(num_examples=150, label_counts={"a": 140, "b": 10},
@@ -36,6 +37,9 @@ def test_choices_follow_the_data():
     assert small["data.eval_fraction"] == 0.0 and small["train.epochs"] == 5
     assert small["finetune.class_weights"] == "balanced" and small["train.lr"] == 3e-5
     assert small["data.max_len"] == 256  # capped
+    assert small["data.truncation"] == "head_tail"  # every text is cut: keep its end too
+    assert "data.truncation" not in _chosen(_stats(token_lengths=[900] * 10, pairs=True))
+    assert "data.truncation" not in _chosen(_stats(task="tag", token_lengths=[900] * 10))
     big = _chosen(_stats(num_examples=50000))
     assert big["data.eval_fraction"] == 0.04 and big["train.epochs"] == 2
     scratch = _chosen(_stats(from_scratch=True, num_layers=2))

@@ -170,6 +170,27 @@ def test_truncation_counts_and_strict_mode(trained):
         tok.encode("hi", max_length=1)
 
 
+def test_head_tail_truncation_keeps_the_start_and_the_end(trained):
+    tok, _ = trained
+    text = " ".join(f"w{i}" for i in range(60))
+    pieces = tok.encode(text, max_length=512).input_ids[0, 1:-1].tolist()
+    for max_length in (12, 13, 30):
+        room = max_length - 2
+        head = int(room * 0.25)
+        got = tok.encode(text, max_length=max_length, truncation="head_tail")
+        assert got.num_truncated == 1
+        assert got.input_ids[0].tolist() == [tok.cls_id, *pieces[:head],
+                                             *pieces[len(pieces) - (room - head):], tok.sep_id]
+        assert got.word_ids[0][1] == 0 and got.word_ids[0][-2] == 59  # first and last word
+    assert tok.encode(text, max_length=30, truncation="head").input_ids[0].tolist() == \
+        [tok.cls_id, *pieces[:28], tok.sep_id]
+    short = tok.encode("w1 w2", max_length=30, truncation="head_tail")  # fits: untouched
+    assert short.input_ids.tolist() == tok.encode("w1 w2", max_length=30).input_ids.tolist()
+    assert short.num_truncated == 0
+    with pytest.raises(ConfigError, match="head_tail"):
+        tok.encode(text, truncation="middle")
+
+
 def test_pair_truncation_matches_tokenizers_longest_first():
     from tokenizers import Tokenizer as Backend
     from tokenizers import models, pre_tokenizers, processors

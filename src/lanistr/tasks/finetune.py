@@ -125,7 +125,8 @@ def _split_eval(train: Encoded, fraction: float, seed: int) -> tuple[Encoded, En
 
 def _meta(kind: str, data: FinetuneDataConfig) -> dict:
     return {"task": kind, "text_field": data.text_field, "text_pair_field": data.text_pair_field,
-            "label_field": data.label_field, "max_len": data.max_len}
+            "label_field": data.label_field, "max_len": data.max_len,
+            "truncation": data.truncation}
 
 
 def _held_out(s: Setup, train: Encoded, encode_file, limit, report: dict):
@@ -168,7 +169,8 @@ def build_classification(s: Setup):
             ids, cut = encode_segmented(s.tokenizer, texts, h)
             return Encoded(str(path), lines, ids, None, y, cut)
         ids, types, cut = encode_texts(s.tokenizer, texts, pairs, d.max_len,
-                                       truncate=s.truncate, path=path, lines=lines)
+                                       truncate=s.truncate, path=path, lines=lines,
+                                       truncation=d.truncation)
         return Encoded(str(path), lines, ids, types, y, cut)
 
     def encode_file(path) -> Encoded:

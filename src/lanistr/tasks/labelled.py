@@ -119,17 +119,18 @@ def _overlong(path, line, n_tokens: int, max_len: int) -> DataError:
 
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None,
                  max_len: int, *, truncate: bool = True, path="<input>",
-                 lines: Sequence[int] | None = None):
+                 lines: Sequence[int] | None = None, truncation: str = "head"):
     """Token ids (int32, no padding) of every text (pair), its segment ids (pairs only),
-    and how many examples were cut to ``max_len``. With ``truncate=False`` an over-long
-    example raises a DataError naming its file and line."""
+    and how many examples were cut to ``max_len`` (keeping their ``truncation``: head or
+    head_tail tokens). With ``truncate=False`` an over-long example raises a DataError
+    naming its file and line."""
     ids: list[np.ndarray] = []
     types: list[np.ndarray] | None = [] if pairs is not None else None
     truncated = 0
     for start in range(0, len(texts), _CHUNK):
         a = list(texts[start:start + _CHUNK])
         b = None if pairs is None else list(pairs[start:start + _CHUNK])
-        batch = tokenizer.encode(a, b, max_length=max_len, padding=True, truncation=True)
+        batch = tokenizer.encode(a, b, max_length=max_len, padding=True, truncation=truncation)
         if batch.num_truncated and not truncate:
             for j, text in enumerate(a):
                 n = len(tokenizer.tokenize(text)) + 2

@@ -81,6 +81,7 @@ class Predictor:
         meta_path = self.model_dir / META_FILE
         self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
         self.max_len = int(self.meta.get("max_len") or min(self.model.config.max_len, 512))
+        self.truncation = self.meta.get("truncation", "head")  # as the model was trained
         self.windows = windows
         self.stride = max(1, (self.max_len - 2) // 2) if stride is None else stride
         if windows and (self.kind != "classify" or self.model.config.long == "hierarchical"):
@@ -106,7 +107,8 @@ class Predictor:
             ids, truncated = encode_segmented(self.tokenizer, texts, self.model.config.hierarchical)
             types = None
         else:
-            ids, types, truncated = encode_texts(self.tokenizer, texts, pairs, self.max_len)
+            ids, types, truncated = encode_texts(self.tokenizer, texts, pairs, self.max_len,
+                                                 truncation=self.truncation)
         probs = np.zeros((len(ids), len(self.labels)), dtype=np.float64)
         order = np.argsort([len(x) for x in ids], kind="stable")
         for idx in _batches(order, batch_size, progress, "predict"):

@@ -27,6 +27,8 @@ import numpy as np
 MAX_LEN_CAP = 256
 #: sampled examples for the token-length distribution
 LENGTH_SAMPLE = 2000
+#: the share of cut texts from which a classifier keeps their head and tail
+HEAD_TAIL_AT = 0.10
 
 
 @dataclass
@@ -42,6 +44,7 @@ class DataStats:
     num_layers: int
     model_max_len: int
     has_eval: bool = False  # data.eval given (held-out data of the user's own)
+    pairs: bool = False  # text pairs (cut longest-first, not head+tail)
 
     @property
     def imbalance(self) -> float:
@@ -130,6 +133,11 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
              f"the 90th percentile of the sampled training texts' lengths is {p90}{more} "
              f"tokens (rounded up to a multiple of 32, within 64..{cap}); {longer:.0%} of "
              "them are longer and are cut")
+        if stats.task == "classify" and longer >= HEAD_TAIL_AT and not stats.pairs:
+            pick("data.truncation", "head_tail",
+                 f"{longer:.0%} of the texts are cut (>= {HEAD_TAIL_AT:.0%}): keep their first "
+                 "quarter and last three quarters of max_len (the end of a long text often "
+                 "says as much as its start)")
 
     # -- frozen lower layers, computed once (lanistr.tasks.frozen_cache)
     if not stats.from_scratch and stats.num_layers >= 4:
@@ -215,7 +223,8 @@ def measure(raw: dict) -> DataStats | None:
     for y in labels:
         counts[y] = counts.get(y, 0) + 1
     return DataStats(task, n, counts, [int(x) for x in lengths], scratch, cfg.hidden_size,
-                     cfg.num_layers, cfg.max_len, has_eval=bool(data.get("eval")))
+                     cfg.num_layers, cfg.max_len, has_eval=bool(data.get("eval")),
+                     pairs=task == "classify" and bool(data.get("text_pair_field")))
 
 
 def apply(raw: dict, printer=print) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lanistr.config import TrainConfig, from_dict, to_dict
+from lanistr.data.tokenizer import TRUNCATIONS
 from lanistr.errors import ConfigError
 
 META_FILE = "finetune.json"  # beside a fine-tuned model: its task and data fields
@@ -37,11 +38,15 @@ class FinetuneDataConfig:
     text_pair_field: str | None = None
     label_field: str = "label"
     max_len: int = 128
+    truncation: str = "head"  # a text over max_len keeps: head | head_tail (classification)
     tokenizer: str | None = None  # default: the tokenizer of `init`
 
     def __post_init__(self) -> None:
         if self.max_len < 4:
             raise ConfigError(f"data.max_len={self.max_len} must be >= 4")
+        if self.truncation not in TRUNCATIONS:
+            raise ConfigError(f"data.truncation={self.truncation!r} must be one of "
+                              f"{', '.join(TRUNCATIONS)}")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"data.eval_fraction={self.eval_fraction} must be in [0, 1)")
         if isinstance(self.train, list) and len(self.train) == 1:
