@@ -112,6 +112,7 @@ def run_recipe(name: str, run: dict, test_ids, test_y, full_test: Path, target: 
         model, task = builder(setup)
         inner_on_step = task.on_step
         state["max_len"] = setup.data.max_len
+        state["truncation"] = setup.data.truncation
 
         def on_step(step, total):
             inner_on_step(step, total)
@@ -158,7 +159,8 @@ def run_recipe(name: str, run: dict, test_ids, test_y, full_test: Path, target: 
         Tokenizer.from_pretrained(Path(run["init"])).save_pretrained(directory)
         (directory / "finetune.json").write_text(json.dumps(
             {"task": "classify", "text_field": "text", "text_pair_field": None,
-             "label_field": "label", "max_len": state.get("max_len") or 128}), encoding="utf-8")
+             "label_field": "label", "max_len": state.get("max_len") or 128,
+             "truncation": state.get("truncation", "head")}), encoding="utf-8")
         full = Predictor(directory).evaluate_file(full_test)
         out["full_test_accuracy"] = full["accuracy"]
         out["full_test_macro_f1"] = full["macro_f1"]
@@ -214,14 +216,15 @@ def main(argv=None) -> int:
     for name in ([args.only] if args.only else recipes):
         build = new_run if name == "new" else old_run
         run = build(minilm, train, threads, args.budget_minutes)
-        max_len = run["data"].get("max_len")
+        max_len, truncation = run["data"].get("max_len"), "head"
         if max_len is None:  # the recipe's choice (the same function the run will call)
             from lanistr.tasks.recipe import choose, measure
 
             chosen = {c.key: c.value for c in choose(measure(run), run).choices}
             max_len = chosen.get("data.max_len", 128)
+            truncation = chosen.get("data.truncation", "head")
         enc = tok.encode([texts[i] for i in pick], max_length=max_len, padding=True,
-                         truncation=True)
+                         truncation=truncation)
         n = enc.attention_mask.sum(1).tolist()
         ids = [enc.input_ids[i, :k].numpy() for i, k in enumerate(n)]
         print(f"[{name}] load average {load_average()}", flush=True)

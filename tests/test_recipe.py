@@ -40,6 +40,11 @@ def test_choices_follow_the_data():
     assert small["data.truncation"] == "head_tail"  # every text is cut: keep its end too
     assert "data.truncation" not in _chosen(_stats(token_lengths=[900] * 10, pairs=True))
     assert "data.truncation" not in _chosen(_stats(task="tag", token_lengths=[900] * 10))
+    long_big = _chosen(_stats(num_examples=5000, token_lengths=[900] * 10))
+    assert long_big["data.max_len"] == 128  # 5,000 x 256 tokens an epoch: the shorter cap
+    assert "data.truncation" not in long_big  # a 31-token head is too short: head only
+    assert "would pass" in next(c.why for c in choose(
+        _stats(num_examples=5000, token_lengths=[900] * 10), {}).choices if c.key == "data.max_len")
     big = _chosen(_stats(num_examples=50000))
     assert big["data.eval_fraction"] == 0.04 and big["train.epochs"] == 2
     scratch = _chosen(_stats(from_scratch=True, num_layers=2))
