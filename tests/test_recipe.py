@@ -26,11 +26,11 @@ def _chosen(stats, raw=None):
 
 def test_choices_follow_the_data():
     got = _chosen(_stats())
-    assert got["train.lr"] == 1e-4 and got["train.epochs"] == 3
+    assert got["train.lr"] == 4e-4 and got["train.epochs"] == 3
     assert got["data.eval_fraction"] == 0.1 and got["finetune.class_weights"] == "none"
     assert got["data.max_len"] == 128  # p90 = 100 -> next multiple of 32
     assert "data.truncation" not in got  # 5% cut: the head is enough
-    assert got["finetune.freeze_layers"] == 3
+    assert got["finetune.freeze_layers"] == 4  # the lower two thirds of 6
     assert got["model.pooling"] == "mean" and got["model.use_pooler"] is False
     small = _chosen(_stats(num_examples=150, label_counts={"a": 140, "b": 10},
                            token_lengths=[900] * 10, hidden_size=768))

@@ -22,6 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+#: learning rate of a small pretrained encoder (hidden <= 512) whose lower two thirds are
+#: frozen. Measured on 2,000 20 Newsgroups training posts (1,000 held out, 128 tokens, 2
+#: epochs), held-out accuracy: lower half frozen lr 1e-4 0.777 (180 s), 2e-4 0.809, 4e-4 0.829;
+#: lower two thirds frozen lr 1e-4 0.767, 4e-4 0.829 (123 s). Reuters-R8 the same way: lower
+#: half, 1e-4: 0.959 accuracy / 0.918 macro-F1 (129 s); lower two thirds, 4e-4: 0.962 / 0.906 (91 s)
+SMALL_LR = 4e-4
 #: the longest inputs the recipe picks on its own (cost grows with length; measured: 256
 #: tokens keep 20 Newsgroups' accuracy within reach at a quarter of 512's cost) ...
 MAX_LEN_CAP = 256
@@ -120,8 +126,9 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
     if stats.from_scratch:
         pick("train.lr", 5e-4, "from scratch: every weight is new")
     elif stats.hidden_size <= 512:
-        pick("train.lr", 1e-4, f"pretrained encoder with hidden size {stats.hidden_size} <= "
-             "512 (small models fine-tune best around 1e-4; BERT-base around 3e-5)")
+        pick("train.lr", SMALL_LR, f"pretrained encoder with hidden size {stats.hidden_size} "
+             "<= 512, its lower layers frozen: the top layers and the new head take a large "
+             "step (BERT-base sizes: 3e-5)")
     else:
         pick("train.lr", 3e-5, f"pretrained encoder with hidden size {stats.hidden_size} > 512")
 
@@ -154,7 +161,7 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
 
     # -- frozen lower layers, computed once (lanistr.tasks.frozen_cache)
     if not stats.from_scratch and stats.num_layers >= 4:
-        k = stats.num_layers // 2
+        k = (2 * stats.num_layers) // 3
         pick("finetune.freeze_layers", k,
              f"pretrained encoder with {stats.num_layers} layers: the embeddings and the lower "
              f"{k} stay frozen, their output is computed once per example and cached, so every "
