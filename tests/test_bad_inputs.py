@@ -126,6 +126,10 @@ def _bad_jsonl(w, tmp):
     (tmp / "bad.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": broken\n')
 
 
+def _conll(w, tmp):
+    (tmp / "tags.conll").write_text("The\tDET\ncat\tNOUN\n\n")
+
+
 def _no_label(w, tmp):
     (tmp / "nolabel.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
 
@@ -250,6 +254,8 @@ ROWS = [
      "nope.jsonl", ["new"]),
     ("ft-bad-jsonl", _bad_jsonl, FT + " --output {tmp}/new --set data.train={tmp}/bad.jsonl", 2,
      "bad.jsonl:2", ["new"]),
+    ("ft-conll-without-task-tag", _conll,
+     FT + " --output {tmp}/new --set data.train={tmp}/tags.conll", 2, "--set task=tag", ["new"]),
     ("ft-no-label", _no_label, FT + " --output {tmp}/new --set data.train={tmp}/nolabel.jsonl",
      2, "label", ["new"]),
     ("ft-missing-init", NONE, FT + " --output {tmp}/new --set init={tmp}/nope", 2, "nope",

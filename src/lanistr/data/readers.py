@@ -140,7 +140,9 @@ def read_records(path: str | os.PathLike, fields: Sequence[str]) -> list[Record]
         raise DataError(
             path,
             None,
-            f"unsupported extension {suffix or '(none)'!r}: expected .jsonl, .csv or .tsv",
+            f"unsupported extension {suffix or '(none)'!r}: expected .jsonl, .csv or .tsv"
+            + (" (a CoNLL file is for tagging: set task: tag, e.g. --set task=tag)"
+               if suffix in (".conll", ".conllu", ".bio") else ""),
         )
     if isinstance(fields, str):
         fields = [fields]
