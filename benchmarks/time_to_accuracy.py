@@ -1,5 +1,5 @@
-"""Time to accuracy: wall time of fine-tuning MiniLM-L6 until its test accuracy first reaches
-the TF-IDF + logistic regression test accuracy, the default recipe (lanistr.tasks.recipe)
+"""Time to accuracy: wall time of fine-tuning MiniLM-L6 until its accuracy on a fixed test
+sample first reaches the TF-IDF + logistic regression accuracy on that sample, the default recipe (lanistr.tasks.recipe)
 against the old recipe, on the same machine in the same invocation.
 
 * ``new``: ``lanistr finetune`` with init, data.train and nothing else but a time cap: the
@@ -201,16 +201,25 @@ def main(argv=None) -> int:
     from lanistr.commands.demo import tfidf_baseline
     from lanistr.data.tokenizer import Tokenizer
 
-    t = time.perf_counter()
-    base = tfidf_baseline(train, test)
-    base_s = time.perf_counter() - t
-    target = base["accuracy"]
-    print(f"TF-IDF + LR: test accuracy {target:.4f} ({base_s:.0f} s); target for both recipes",
-          flush=True)
     texts, _, labels, lines = read_labelled_texts(test, "text", "label")
     train_labels = sorted(set(read_labelled_texts(train, "text", "label")[2]))
     y = label_ids(labels, train_labels, test, lines)
     pick = np.sort(np.random.default_rng(0).permutation(len(texts))[:args.test_sample])
+    t = time.perf_counter()
+    base = tfidf_baseline(train, test)
+    base_s = time.perf_counter() - t
+    # The target is TF-IDF's accuracy on the same sample the checks score: a sample can be
+    # easier or harder than the whole set (20 Newsgroups, seed-0 sample of 1,000: about 2
+    # points easier for the same model), so the whole set's figure would not be a fair bar.
+    sample_file = work / "test_sample.jsonl"
+    rows = test.read_text(encoding="utf-8").splitlines()
+    nonblank = [r for r in rows if r.strip()]
+    sample_file.write_text("\n".join(nonblank[i] for i in pick) + "\n", encoding="utf-8")
+    sample_base = tfidf_baseline(train, sample_file)
+    target = sample_base["accuracy"]
+    print(f"TF-IDF + LR: accuracy {base['accuracy']:.4f} on the whole test set, {target:.4f} on "
+          f"the {len(pick)}-example sample ({base_s:.0f} s): the target for both recipes",
+          flush=True)
     tok = Tokenizer.from_pretrained(minilm)
     results = {}
     for name in ([args.only] if args.only else recipes):
@@ -229,8 +238,8 @@ def main(argv=None) -> int:
         ids = [enc.input_ids[i, :k].numpy() for i, k in enumerate(n)]
         print(f"[{name}] load average {load_average()}", flush=True)
         results[name] = run_recipe(name, run, ids, y[pick], test, target, args.check_every, work)
-        results[name]["baseline"] = {"accuracy": target, "macro_f1": base["macro_f1"],
-                                     "fit_s": round(base_s, 1)}
+        results[name]["baseline"] = {"sample_accuracy": target, "accuracy": base["accuracy"],
+                                     "macro_f1": base["macro_f1"], "fit_s": round(base_s, 1)}
         print(json.dumps({k: v for k, v in results[name].items()
                           if k not in ("curve", "run_config")}), flush=True)
     if args.only:
