@@ -43,6 +43,9 @@ def test_choices_follow_the_data():
     long_big = _chosen(_stats(num_examples=5000, token_lengths=[900] * 10))
     assert long_big["data.max_len"] == 128  # 5,000 x 256 tokens an epoch: the shorter cap
     assert "data.truncation" not in long_big  # a 31-token head is too short: head only
+    # the user's max_len decides: 128 given, no head+tail even where the recipe would pick 256
+    assert "data.truncation" not in _chosen(_stats(num_examples=150, label_counts={"a": 75, "b": 75},
+                                                   token_lengths=[900] * 10), {"data": {"max_len": 128}})
     assert "would pass" in next(c.why for c in choose(
         _stats(num_examples=5000, token_lengths=[900] * 10), {}).choices if c.key == "data.max_len")
     big = _chosen(_stats(num_examples=50000))

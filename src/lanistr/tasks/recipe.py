@@ -152,6 +152,10 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
              + ("" if cap >= MAX_LEN_CAP or cap == stats.model_max_len else
                 f": {n} x {MAX_LEN_CAP} tokens an epoch would pass {EPOCH_TOKENS:,}")
              + f"); {longer:.0%} of them are longer and are cut")
+        given = (raw.get("data") or {}).get("max_len")  # the user's max_len wins: judge by it
+        if given is not None:
+            max_len = int(given)
+            longer = float(np.mean(np.asarray(stats.token_lengths) > max_len))
         if (stats.task == "classify" and longer >= HEAD_TAIL_AT and not stats.pairs
                 and max_len >= HEAD_TAIL_MIN_LEN):
             pick("data.truncation", "head_tail",
