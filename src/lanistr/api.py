@@ -236,7 +236,8 @@ class InferenceModel:
         p = self.predictor
         tok = p.tokenizer
         limit = self.max_len if max_tokens is None else max(2, min(self.max_len, max_tokens))
-        batch = tok.encode(text, text_pair, max_length=limit, padding=True, truncation=True)
+        cut = getattr(p, "truncation", "head") if max_tokens is None else "head"  # as it reads
+        batch = tok.encode(text, text_pair, max_length=limit, padding=True, truncation=cut)
         n = int(batch.attention_mask[0].sum())
         with torch.inference_mode():
             out = encoder_of(p.model)(batch.input_ids.to(self.device),

@@ -144,7 +144,11 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
         cap = min(MAX_LEN_CAP if n * MAX_LEN_CAP <= EPOCH_TOKENS else SHORT_CAP,
                   stats.model_max_len)
         max_len = int(min(cap, max(64, 32 * math.ceil(p90 / 32))))
-        longer = float(np.mean(np.asarray(stats.token_lengths) > max_len))
+
+        def cut_share(limit: int) -> float:
+            return float(np.mean(np.asarray(stats.token_lengths) > limit))
+
+        longer = cut_share(max_len)
         more = " or more" if p90 >= stats.model_max_len else ""
         pick("data.max_len", max_len,
              f"the 90th percentile of the sampled training texts' lengths is {p90}{more} "
@@ -153,13 +157,11 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
                 f": {n} x {MAX_LEN_CAP} tokens an epoch would pass {EPOCH_TOKENS:,}")
              + f"); {longer:.0%} of them are longer and are cut")
         given = (raw.get("data") or {}).get("max_len")  # the user's max_len wins: judge by it
-        if given is not None:
-            max_len = int(given)
-            longer = float(np.mean(np.asarray(stats.token_lengths) > max_len))
-        if (stats.task == "classify" and longer >= HEAD_TAIL_AT and not stats.pairs
-                and max_len >= HEAD_TAIL_MIN_LEN):
+        used = max_len if given is None else int(given)
+        if (stats.task == "classify" and cut_share(used) >= HEAD_TAIL_AT and not stats.pairs
+                and used >= HEAD_TAIL_MIN_LEN):
             pick("data.truncation", "head_tail",
-                 f"{longer:.0%} of the texts are cut (>= {HEAD_TAIL_AT:.0%}): keep their first "
+                 f"{cut_share(used):.0%} of the texts are cut (>= {HEAD_TAIL_AT:.0%}): keep their first "
                  "quarter and last three quarters of max_len (the end of a long text often "
                  "says as much as its start)")
 
