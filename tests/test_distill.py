@@ -113,6 +113,36 @@ def test_a_copy_of_the_teacher_classifier_has_zero_soft_target_loss(teachers):
     assert set(sums) == {"soft"} and float(sums["soft"]) == 0.0
 
 
+def test_cached_teacher_logits_give_the_recomputed_loss_and_gradients(teachers):
+    task, model, batch = _copy_task(teachers["clf"], "task", hard_weight=0.5)
+    task.labels = batch["labels"].numpy()
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()  # the same student forward both times
+
+    def loss_and_grads(b):
+        model.zero_grad()
+        sums = task.loss_sums(model, b)
+        sum(sums.values()).backward()
+        return sums, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    assert task.logits_only
+    recomputed, g1 = loss_and_grads(batch)
+    task.cache_teacher_logits(torch.device("cpu"), batch_size=1)  # one length per batch
+    cached = task.collate([0, 1], 0)
+    assert torch.equal(cached["input_ids"], batch["input_ids"])
+    assert "teacher_logits" in cached
+    with torch.no_grad():  # the teacher must not run again
+        for p in task.teacher.classifier.parameters():
+            p.add_(1.0)
+    from_cache, g2 = loss_and_grads(cached)
+    assert set(from_cache) == {"soft", "hard"}
+    for k in recomputed:
+        assert torch.allclose(from_cache[k], recomputed[k], rtol=1e-5, atol=1e-6), k
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g1, g2))
+
+
 def test_relation_losses_are_kl_of_each_heads_attention(teachers):
     """With as many relation heads as attention heads, the attention relation is the model's
     own attention distribution: the teacher's attention weights give the same KL."""
@@ -203,6 +233,24 @@ def test_an_interrupted_distillation_resumes_bitwise(teachers, tmp_path, monkeyp
         _interrupt_at(m, 3)
         assert cli("distill", "--output", str(tmp_path / "split"), sets=sets) == 130
     assert (tmp_path / "split" / "checkpoints" / "step-0000003").is_dir()
+    assert cli("distill", "--output", str(tmp_path / "split"), "--resume") == 0
+    assert read_metric(tmp_path / "split", "loss") == read_metric(tmp_path / "straight", "loss")
+    a, b = (read_weights(tmp_path / d / "model") for d in ("straight", "split"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_task_distillation_with_cached_teacher_logits_resumes_bitwise(teachers, tmp_path,
+                                                                       monkeypatch, caplog):
+    sets = [f"distill.teacher={teachers['clf']}", "distill.mode=task", "distill.hard_weight=0.5",
+            f"data.train={teachers['train']}", "data.max_len=24", "model.preset=tiny",
+            "model.num_layers=1", "model.dropout=0.1", "train.max_steps=6",
+            "train.batch_size=4", "train.lr=3e-3", "train.eval_every=0", "train.progress=false"]
+    with caplog.at_level("INFO", logger="lanistr"):
+        assert cli("distill", "--output", str(tmp_path / "straight"), sets=sets) == 0
+    assert "teacher logits computed once for 24 training examples" in caplog.text
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 3)
+        assert cli("distill", "--output", str(tmp_path / "split"), sets=sets) == 130
     assert cli("distill", "--output", str(tmp_path / "split"), "--resume") == 0
     assert read_metric(tmp_path / "split", "loss") == read_metric(tmp_path / "straight", "loss")
     a, b = (read_weights(tmp_path / d / "model") for d in ("straight", "split"))

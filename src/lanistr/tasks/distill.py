@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,7 @@ class DistillTask(Task):
         self.labels, self.eval_labels = labels, eval_labels  # task mode: ids, IGNORE unlabelled
         self.eval_batch_size = eval_batch_size
         self.meta = meta
+        self.train_logits: torch.Tensor | None = None  # task mode: see cache_teacher_logits
 
     def train_size(self) -> int:
         return len(self.train)
@@ -191,7 +193,30 @@ class DistillTask(Task):
         return batch
 
     def collate(self, indices, epoch):
-        return self._batch(self.train, indices, self.labels)
+        batch = self._batch(self.train, indices, self.labels)
+        if self.train_logits is not None:
+            batch["teacher_logits"] = self.train_logits[list(indices)]
+        return batch
+
+    @property
+    def logits_only(self) -> bool:
+        """The student learns only from the teacher's logits (and the gold labels)."""
+        o = self.opts
+        return not (o.attention_weight or o.value_weight or o.hidden_weight) and bool(o.soft_weight)
+
+    @torch.no_grad()
+    def cache_teacher_logits(self, device: torch.device, batch_size: int = 32) -> None:
+        """Run the teacher once over the training set (eval mode, batches of similar length)
+        and keep its logits: they are the same in every epoch, so the training steps then run
+        only the student (``tests/test_distill.py`` checks the loss is the recomputed one)."""
+        self.teacher.to(device)
+        out = torch.empty(len(self.train), len(self.teacher.config.labels))
+        order = np.argsort([len(x) for x in self.train], kind="stable")
+        for start in range(0, len(order), batch_size):
+            pick = order[start:start + batch_size].tolist()
+            batch = {k: v.to(device) for k, v in self._batch(self.train, pick, None).items()}
+            out[pick] = self.teacher_relations(batch).logits.float().cpu()
+        self.train_logits = out
 
     def counts(self, batch):
         o, tokens = self.opts, float(batch["attention_mask"].sum())
@@ -219,7 +244,9 @@ class DistillTask(Task):
 
     def loss_sums(self, model, batch):
         s = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        return self.weighted_sums(self.teacher_relations(batch), s, batch)
+        t = (Relations(logits=batch["teacher_logits"]) if "teacher_logits" in batch
+             else self.teacher_relations(batch))
+        return self.weighted_sums(t, s, batch)
 
     def weighted_sums(self, t: Relations, s: Relations, batch) -> dict[str, torch.Tensor]:
         """Each loss term's weighted sum over its units, from the teacher's and the student's
@@ -449,6 +476,12 @@ def distill(run: DistillRun | dict, output_dir: str | Path, resume: bool = False
     heads = relation_heads(opts, teacher.config, student.config)
     model = DistillStudent(student, teacher.config.hidden_size, opts)
     task = build_distill_task(run, teacher, tokenizer, heads, output_dir, ctx)
+    if task.logits_only and not ctx.enabled:  # under torchrun each rank runs its teacher
+        t = time.perf_counter()
+        task.cache_teacher_logits(ctx.device, run.train.batch_size)
+        if ctx.is_main:
+            log.info("teacher logits computed once for %d training examples (%.0f s); "
+                     "the steps run only the student", len(task.train), time.perf_counter() - t)
     if ctx.is_main:
         log.info("distilling %s (%.2fM parameters) into %s (%.2fM), %s", opts.teacher,
                  sum(p.numel() for p in teacher.parameters()) / 1e6, type(student).__name__,
