@@ -198,15 +198,20 @@ def test_task_distillation_gives_a_classifier_for_predict(teachers, tmp_path, ca
     assert cli("distill", "--output", str(out), sets=[
         f"distill.teacher={teachers['clf']}", "distill.mode=task", "distill.hard_weight=0.5",
         f"data.train={teachers['train']}", f"data.unlabelled={unlabelled}",
-        f"data.eval={teachers['train']}", "data.max_len=24", "model.preset=tiny",
-        "model.num_layers=1", "train.max_steps=12", "train.batch_size=4", "train.lr=3e-3",
-        "train.eval_every=6", "train.eval_at_start=true", "train.progress=false"]) == 0
+        f"data.eval={teachers['train']}", "data.max_len=24", "data.truncation=head_tail",
+        "model.preset=tiny", "model.num_layers=1", "train.max_steps=12", "train.batch_size=4",
+        "train.lr=3e-3", "train.eval_every=6", "train.eval_at_start=true",
+        "train.progress=false"]) == 0
     soft = read_metric(out, "eval_distill_soft")
     assert soft[-1] < soft[0]
     assert read_metric(out, "eval_teacher_agreement")
     student = load_model(out / "model")
     assert type(student) is LanistrForSequenceClassification
     assert student.config.labels == load_model(teachers["clf"]).config.labels
+    from lanistr.tasks.run_config import META_FILE  # predict reads texts as the student learnt
+
+    meta = json.loads((out / "model" / META_FILE).read_text())
+    assert (meta["max_len"], meta["truncation"]) == (24, "head_tail")
     capsys.readouterr()
     assert cli("predict", "--model", str(out / "model"), "win free cash now") == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] in ("spam", "ham")

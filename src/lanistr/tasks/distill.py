@@ -409,7 +409,7 @@ class TokenIds:
         return self.packed[i]["input_ids"]
 
 
-def _documents(files, tokenizer, max_len) -> list[np.ndarray]:
+def _documents(files, tokenizer, max_len, truncation="head") -> list[np.ndarray]:
     """Each document of text files (cut to ``max_len``): unlabelled examples for task mode."""
     from lanistr.data.readers import read_documents
 
@@ -418,7 +418,7 @@ def _documents(files, tokenizer, max_len) -> list[np.ndarray]:
         texts = [d.text for d in read_documents(f) if d.text.strip()]
         if not texts:
             raise DataError(f, None, "no text")
-        ids += encode_texts(tokenizer, texts, None, max_len, path=f)[0]
+        ids += encode_texts(tokenizer, texts, None, max_len, path=f, truncation=truncation)[0]
     return ids
 
 
@@ -427,7 +427,8 @@ def _labelled(path, data, tokenizer, labels) -> tuple[list[np.ndarray], np.ndarr
     if not texts:
         raise DataError(path, None, "no examples")
     y = label_ids(names, labels, path, lines)
-    return encode_texts(tokenizer, texts, None, data.max_len, path=path, lines=lines)[0], y
+    return encode_texts(tokenizer, texts, None, data.max_len, path=path, lines=lines,
+                        truncation=data.truncation)[0], y
 
 
 def build_distill_task(run: DistillRun, teacher, tokenizer, heads, output_dir, ctx):
@@ -444,13 +445,13 @@ def build_distill_task(run: DistillRun, teacher, tokenizer, heads, output_dir, c
         ids, part = _labelled(f, data, tokenizer, labels)
         train += ids
         y.append(part)
-    extra = _documents(data.unlabelled_files, tokenizer, data.max_len)
+    extra = _documents(data.unlabelled_files, tokenizer, data.max_len, data.truncation)
     train += extra
     y.append(np.full(len(extra), IGNORE, dtype=np.int64))
     held, held_y = (_labelled(data.eval, data, tokenizer, labels) if data.eval else (None, None))
     meta = {"task": "classify", "text_field": data.text_field, "text_pair_field": None,
             "label_field": data.label_field, "max_len": data.max_len,
-            "distilled_from": str(opts.teacher)}
+            "truncation": data.truncation, "distilled_from": str(opts.teacher)}
     if ctx.is_main:
         log.info("distillation data: %d labelled + %d unlabelled examples", len(train) -
                  len(extra), len(extra))

@@ -26,6 +26,11 @@ from lanistr.errors import ConfigError
 META_FILE = "finetune.json"  # beside a fine-tuned model: its task and data fields
 
 
+def _check_truncation(value: str) -> None:
+    if value not in TRUNCATIONS:
+        raise ConfigError(f"data.truncation={value!r} must be one of {', '.join(TRUNCATIONS)}")
+
+
 @dataclass
 class FinetuneDataConfig:
     """Where the examples are and how to read them."""
@@ -44,9 +49,7 @@ class FinetuneDataConfig:
     def __post_init__(self) -> None:
         if self.max_len < 4:
             raise ConfigError(f"data.max_len={self.max_len} must be >= 4")
-        if self.truncation not in TRUNCATIONS:
-            raise ConfigError(f"data.truncation={self.truncation!r} must be one of "
-                              f"{', '.join(TRUNCATIONS)}")
+        _check_truncation(self.truncation)
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"data.eval_fraction={self.eval_fraction} must be in [0, 1)")
         if isinstance(self.train, list) and len(self.train) == 1:
@@ -229,10 +232,12 @@ class DistillDataConfig:
     text_field: str = "text"
     label_field: str = "label"
     max_len: int = 128
+    truncation: str = "head"  # task: a text over max_len keeps head | head_tail (as finetune)
 
     def __post_init__(self) -> None:
         if self.max_len < 4:
             raise ConfigError(f"data.max_len={self.max_len} must be >= 4")
+        _check_truncation(self.truncation)
         if isinstance(self.train, list) and len(self.train) == 1:
             self.train = self.train[0]
 
