@@ -186,6 +186,11 @@ def test_head_tail_truncation_trains_and_predicts_alike(toy, tmp_path):
         logits = predictor.model(batch["input_ids"], batch["attention_mask"],
                                  batch["token_type_ids"]).logits
     np.testing.assert_allclose(probs, logits.softmax(-1).double().numpy(), atol=1e-5)
+    # `lanistr visualize` draws the tokens the model reads (its head and tail)
+    from lanistr.commands.visualize import visualize
+
+    summary = visualize(tmp_path / "r" / "model", texts[1], tmp_path / "viz")
+    assert summary["tokens"] == predictor.tokenizer.convert_ids_to_tokens(ids[1].tolist())
 
 
 def _error(capsys, argv) -> str:

@@ -168,13 +168,18 @@ def visualize(model_dir, text: str, output, *, text_pair: str | None = None,
     model = load_model(model_dir, **(overrides or {})).to(device).eval()
     config = model.config
     tok = Tokenizer.from_pretrained(tokenizer or model_dir)
-    max_len = max_len or config.max_len
+    from lanistr.tasks.run_config import read_meta
+
+    meta = read_meta(model_dir)  # a fine-tuned model: read the text as it was trained
+    cut = meta.get("truncation", "head") if max_len is None else "head"
+    max_len = max_len or meta.get("max_len") or config.max_len
     if max_len > config.max_len:
         raise ConfigError(f"--max-len {max_len} is longer than the model's max_len "
                           f"{config.max_len} ({model_dir}/config.json)")
-    batch = tok.encode(text, text_pair, max_length=max_len, padding=True, truncation=True)
+    batch = tok.encode(text, text_pair, max_length=max_len, padding=True, truncation=cut)
     if batch.num_truncated:
-        print(f"note: the input was truncated to {max_len} tokens")
+        print(f"note: the input was truncated to {max_len} tokens"
+              + (" (its head and tail, as the model was trained)" if cut == "head_tail" else ""))
     n = int(batch.attention_mask[0].sum())
     loaded = time.perf_counter()
     with torch.inference_mode():

@@ -3,7 +3,6 @@ a labelled file)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,7 @@ from lanistr.tasks.labelled import (
     read_labelled_texts,
     resolve_path,
 )
-from lanistr.tasks.run_config import META_FILE
+from lanistr.tasks.run_config import read_meta
 
 
 class Predictor:
@@ -78,8 +77,7 @@ class Predictor:
             raise LanistrError(f"{self.model_dir}: not a fine-tuned classifier or tagger "
                                f"(architecture {arch}, {len(self.labels)} labels); fine-tune "
                                "it with `lanistr finetune` first")
-        meta_path = self.model_dir / META_FILE
-        self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        self.meta = read_meta(self.model_dir)
         self.max_len = int(self.meta.get("max_len") or min(self.model.config.max_len, 512))
         self.truncation = self.meta.get("truncation", "head")  # as the model was trained
         self.windows = windows

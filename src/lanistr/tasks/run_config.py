@@ -26,6 +26,19 @@ from lanistr.errors import ConfigError
 META_FILE = "finetune.json"  # beside a fine-tuned model: its task and data fields
 
 
+def read_meta(model_dir: str | os.PathLike) -> dict:
+    """The ``finetune.json`` beside a fine-tuned model (how it reads texts), or {}."""
+    import json
+
+    path = Path(model_dir) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable ({e}); fine-tune the model again") from None
+
+
 def _check_truncation(value: str) -> None:
     if value not in TRUNCATIONS:
         raise ConfigError(f"data.truncation={value!r} must be one of {', '.join(TRUNCATIONS)}")

@@ -19,7 +19,6 @@ token F1 and corpus BLEU (:mod:`lanistr.text_metrics`) besides the teacher-force
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -34,7 +33,14 @@ from lanistr.checkpoint import read_generation_config, save_generation_config
 from lanistr.config import LanistrConfig
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError, DataError, LanistrError
-from lanistr.tasks.run_config import Seq2SeqDataConfig, Seq2SeqOptions, Seq2SeqRun, parse_run
+from lanistr.tasks.run_config import (
+    META_FILE,
+    Seq2SeqDataConfig,
+    Seq2SeqOptions,
+    Seq2SeqRun,
+    parse_run,
+    read_meta,
+)
 from lanistr.tasks.runner import FinetuneResult, eval_once_per_epoch, run_training
 from lanistr.tasks.runner import start as start_run
 from lanistr.tasks.task import Task
@@ -42,7 +48,6 @@ from lanistr.tasks.task import Task
 log = logging.getLogger("lanistr")
 
 IGNORE = -100
-META_FILE = "finetune.json"
 _CHUNK = 1024  # examples encoded per tokenizer call
 
 
@@ -413,8 +418,7 @@ class Seq2SeqPredictor:
         self.tokenizer = Tokenizer.from_pretrained(self.model_dir)
         self.generation = read_generation_config(self.model_dir)
         self.codec = TextCodec(self.tokenizer, self.generation.target_format)
-        meta_path = self.model_dir / META_FILE
-        self.meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        self.meta = read_meta(self.model_dir)
 
     def generate(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False,
                  **generation) -> list[str]:
