@@ -181,6 +181,8 @@ def main() -> None:
             load = load_average()
             results[d] = {**one_dataset(d, args, work, minilm),
                           "load_average": [load, load_average()]}
+            if out.is_file() and not args.quick:  # another invocation's datasets stay
+                results = {**json.loads(out.read_text()).get("datasets", {}), **results}
             path = write_result(name, {
                 "benchmark": "distillation", "quick": args.quick, "minutes": args.minutes,
                 "steps": args.steps, "student_layers": args.student_layers,
