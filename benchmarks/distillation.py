@@ -114,7 +114,7 @@ def one_dataset(name: str, args, work: Path, minilm: Path) -> dict:
     started = time.perf_counter()
     student = work / f"{name}-student"
     length = ([f"train.max_steps={args.steps}", "train.epochs=0"] if args.steps else
-              [f"train.epochs={args.student_epochs}"])
+              [f"train.epochs={args.student_epochs}", "train.max_steps=0"])
     cli("distill", "--output", str(student), sets=[
         f"init={minilm}", f"model.num_layers={args.student_layers}",
         f"distill.teacher={teacher}", "distill.mode=task", "distill.hard_weight=0.5",

@@ -413,6 +413,14 @@ def test_train_defaults_fill_only_what_the_config_leaves_out(toy):
     assert "eval_every_epoch" not in run.to_dict()  # derived, not a config section
     again = parse_run("finetune", run.to_dict())  # what run_config.yaml holds reads back
     assert again.train == run.train and again.data == run.data
+    # a run that gives epochs is not cut by a step cap it never set (the loop's default,
+    # 1,000 steps, holds for pretraining and distillation)
+    pretrain = {"model": {"preset": "tiny"}, "data": {"train": [str(toy["train"])],
+                                                      "max_len": 32}}
+    assert parse_run("pretrain", pretrain).train.max_steps == 1000
+    assert parse_run("pretrain", {**pretrain, "train": {"epochs": 3}}).train.max_steps == 0
+    assert parse_run("pretrain", {**pretrain, "train": {"epochs": 3, "max_steps": 50}}
+                     ).train.max_steps == 50
 
 
 # --------------------------------------------------------------------------- loop integration

@@ -461,8 +461,10 @@ def parse_run(command: str, raw: dict) -> RunConfig:
             given = section or {}
             if not isinstance(given, dict):
                 raise ConfigError(f"train: expected a mapping, got {given!r}")
-            values["train"] = from_dict(TrainConfig, {**train_defaults(cls, init), **given},
-                                        "train")
+            defaults = train_defaults(cls, init)
+            if given.get("epochs") and "max_steps" not in given:  # epochs given: they decide
+                defaults["max_steps"] = 0  # (not a default step cap the user never set)
+            values["train"] = from_dict(TrainConfig, {**defaults, **given}, "train")
         else:
             if section is not None and not isinstance(section, dict):
                 raise ConfigError(f"{f.name}: expected a mapping, got {section!r}")
