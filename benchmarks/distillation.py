@@ -162,6 +162,10 @@ def main() -> None:
                         help="the teachers' max_len (0: the default recipe's choice)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for the table's notes (kept in the JSON)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the markdown table (with any new --note) and run nothing")
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -174,6 +178,12 @@ def main() -> None:
     out = Path(args.out) if args.out else RESULTS / f"{name}.json"
     previous = json.loads(out.read_text()) if out.is_file() and not args.quick else {}
     results = previous.get("datasets", {})  # a run per dataset adds to the same table
+    notes = previous.get("notes", []) + args.note
+    if args.table_only:
+        write_result(name, {**previous, "notes": notes}, out)
+        write_table(out.with_suffix(".md"), results, args, previous.get("threads", threads),
+                    notes)
+        return
     with tempfile.TemporaryDirectory(prefix="lanistr-distill-") as tmp:
         work = Path(tmp)
         minilm = converted_minilm(work / "minilm")
@@ -188,16 +198,17 @@ def main() -> None:
                 "steps": args.steps, "student_layers": args.student_layers,
                 "student_epochs": args.student_epochs, "student_lr": args.student_lr,
                 "threads": threads, "machine": machine_info(), "datasets": results,
+                "notes": notes,
                 "target": "student keeps >= 97% of the teacher's accuracy at >= 2x throughput",
             }, out)
             if not args.quick:
-                write_table(out.with_suffix(".md"), results, args, threads)
+                write_table(out.with_suffix(".md"), results, args, threads, notes)
     if args.quick:
         print("[QUICK SMOKE RUN: a few steps on a small sample, not the issue's target]")
     print(f"wrote {path}")
 
 
-def write_table(path: Path, results: dict, args, threads: int) -> None:
+def write_table(path: Path, results: dict, args, threads: int, notes: list[str]) -> None:
     rows = [f"| dataset | teacher (6 layers) acc / macro-F1 | student ({args.student_layers} layers) acc / macro-F1 "
             "| accuracy kept | tokens/s teacher -> student | speed-up | student train | target |"
             , "|---|---|---|---:|---|---:|---:|---|"]
@@ -215,7 +226,8 @@ def write_table(path: Path, results: dict, args, threads: int) -> None:
             "targets at T=2 plus 0.5 x gold cross-entropy, teacher logits computed once), "
             f"{args.student_epochs} epochs at lr {args.student_lr:g}, reading texts as its "
             "teacher (max_len, truncation). Target (#20): >= 97% of the teacher's accuracy "
-            "at >= 2x its tokens/s.\n\n" + "\n".join(rows) + "\n")
+            "at >= 2x its tokens/s.\n\n" + "\n".join(rows) + "\n"
+            + ("\nNotes:\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""))
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
