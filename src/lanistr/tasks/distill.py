@@ -209,7 +209,6 @@ class DistillTask(Task):
         """Run the teacher once over the training set (eval mode, batches of similar length)
         and keep its logits: they are the same in every epoch, so the training steps then run
         only the student (``tests/test_distill.py`` checks the loss is the recomputed one)."""
-        self.teacher.to(device)
         out = torch.empty(len(self.train), len(self.teacher.config.labels))
         order = np.argsort([len(x) for x in self.train], kind="stable")
         for start in range(0, len(order), batch_size):
