@@ -71,3 +71,13 @@ def test_train_config_validation():
 def test_attention_config_flat_yaml_form():
     a = AttentionConfig.from_dict({"backend": "full"})
     assert a.to_dict() == {"backend": "full"}
+
+
+def test_one_file_where_a_list_of_files_may_stand(tmp_path):
+    from lanistr.tasks.run_config import PretrainDataConfig
+
+    data = apply_overrides({}, [f"data.train={tmp_path / 'a.txt'}", "data.eval=[b.txt, c.txt]"])
+    parsed = from_dict(PretrainDataConfig, data["data"], "data")
+    assert parsed.train == [str(tmp_path / "a.txt")] and parsed.eval == ["b.txt", "c.txt"]
+    with pytest.raises(ConfigError, match="data.train: expected a list, got 3"):
+        from_dict(PretrainDataConfig, {"train": 3}, "data")

@@ -421,6 +421,19 @@ def test_train_defaults_fill_only_what_the_config_leaves_out(toy):
     assert parse_run("pretrain", {**pretrain, "train": {"epochs": 3}}).train.max_steps == 0
     assert parse_run("pretrain", {**pretrain, "train": {"epochs": 3, "max_steps": 50}}
                      ).train.max_steps == 50
+    # pretraining's own defaults: its step size, and for the default model (no preset named)
+    # pre-norm blocks without dropout; a named preset keeps its layout
+    default_model = parse_run("pretrain", {**pretrain, "model": {}})
+    assert (default_model.train.lr, default_model.train.warmup_ratio, default_model.train.batch_size
+            ) == (1e-3, 0.06, 16)
+    assert default_model.model == {"norm": "pre", "dropout": 0.0, "attention_dropout": 0.0}
+    assert parse_run("pretrain", {**pretrain, "model": {"norm": "post"}}).model["norm"] == "post"
+    assert parse_run("pretrain", pretrain).model == {"preset": "tiny"}
+    # a pretraining time budget given alone drives the schedule (lr 0 at the budget)
+    budget = parse_run("pretrain", {**pretrain, "train": {"max_minutes": 60}}).train
+    assert (budget.max_steps, budget.schedule_by, budget.max_minutes) == (0, "time", 60.0)
+    capped = parse_run("pretrain", {**pretrain, "train": {"max_minutes": 60, "max_steps": 9}})
+    assert (capped.train.max_steps, capped.train.schedule_by) == (9, "steps")
 
 
 # --------------------------------------------------------------------------- loop integration

@@ -11,7 +11,7 @@ from torch.testing import assert_close
 from lanistr.config import LanistrConfig
 from lanistr.nn import LanistrForSequenceClassification, LanistrForTokenClassification
 from lanistr.tasks import frozen_cache, param_groups
-from lanistr.tasks.labelled import Encoded, pad_batch
+from lanistr.tasks.labelled import Encoded, length_batches, pad_batch
 
 
 def _examples(n=10, vocab=99, seed=0):
@@ -115,3 +115,15 @@ def test_finetune_with_the_cache_trains_the_same_weights_as_without(tmp_path):
         assert ("computed once and cached" in log) == (cache == "true")
     for name, value in weights["false"].items():
         assert_close(weights["true"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_length_batches_cover_every_index_once_in_batches_of_similar_length():
+    seqs = [[0] * n for n in (5, 1, 3, 3, 9, 2, 7)]
+    batches = list(length_batches(seqs, 3))
+    assert batches == [[1, 5, 2], [3, 0, 6], [4]]  # by length; 2 before 3 (stable)
+    # ranks split the sorted order between them; together they are the whole set once
+    shards = [list(length_batches(seqs, 2, rank=r, world_size=2)) for r in (0, 1)]
+    assert shards == [[[1, 2], [0, 4]], [[5, 3], [6]]]
+    assert sorted(i for shard in shards for b in shard for i in b) == list(range(len(seqs)))
+    assert list(length_batches(seqs, 8, limit=3)) == [[1, 2, 0]]  # the first 3 only
+    assert list(length_batches([], 4)) == []

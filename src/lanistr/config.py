@@ -49,8 +49,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         _check(value in args, f"{where}={value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin in (list, tuple):
-        _check(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
         inner = args[0] if args else Any
+        if origin is list and inner is str and isinstance(value, str):
+            value = [value]  # one file where a list of files may stand (--set data.train=F)
+        _check(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:

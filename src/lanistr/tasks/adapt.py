@@ -47,6 +47,7 @@ from lanistr.tasks.labelled import (
     Encoded,
     concat_encoded,
     encode_texts,
+    length_batches,
     pad_batch,
     read_labelled_texts,
 )
@@ -230,11 +231,9 @@ def pooled_features(encoder: nn.Module, tokenizer: Tokenizer, texts: Sequence[st
     was_training = encoder.training
     encoder.eval()
     out = torch.zeros(len(ids), encoder.config.hidden_size)
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+    for idx in length_batches(ids, batch_size):
         batch = pad_batch([ids[j] for j in idx], tokenizer.pad_id)
-        out[torch.from_numpy(idx)] = encoder(batch["input_ids"], batch["attention_mask"]).pooled.float()
+        out[idx] = encoder(batch["input_ids"], batch["attention_mask"]).pooled.float()
     encoder.train(was_training)
     return out
 

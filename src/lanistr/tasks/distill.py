@@ -42,7 +42,14 @@ from lanistr.data.tokenizer import Tokenizer
 from lanistr.distributed import DistContext
 from lanistr.errors import ConfigError, DataError
 from lanistr.nn.models import LanistrForSequenceClassification, LanistrModel, PreTrainedModel
-from lanistr.tasks.labelled import IGNORE, encode_texts, label_ids, pad_batch, read_labelled_texts
+from lanistr.tasks.labelled import (
+    IGNORE,
+    encode_texts,
+    label_ids,
+    length_batches,
+    pad_batch,
+    read_labelled_texts,
+)
 from lanistr.tasks.run_config import META_FILE, DistillOptions, DistillRun, parse_run
 from lanistr.tasks.task import Task
 
@@ -210,9 +217,7 @@ class DistillTask(Task):
         and keep its logits: they are the same in every epoch, so the training steps then run
         only the student (``tests/test_distill.py`` checks the loss is the recomputed one)."""
         out = torch.empty(len(self.train), len(self.teacher.config.labels))
-        order = np.argsort([len(x) for x in self.train], kind="stable")
-        for start in range(0, len(order), batch_size):
-            pick = order[start:start + batch_size].tolist()
+        for pick in length_batches(self.train, batch_size):
             batch = {k: v.to(device) for k, v in self._batch(self.train, pick, None).items()}
             out[pick] = self.teacher_relations(batch).logits.float().cpu()
         self.train_logits = out

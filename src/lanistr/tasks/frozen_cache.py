@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
-from lanistr.tasks.labelled import Encoded, pad_batch
+from lanistr.tasks.labelled import Encoded, length_batches, pad_batch
 
 log = logging.getLogger("lanistr")
 
@@ -51,9 +50,7 @@ def compute_cache(model: nn.Module, data: Encoded, num_layers: int, pad_id: int,
     model.eval()
     device = next(model.parameters()).device
     states: list[torch.Tensor | None] = [None] * len(data)
-    order = np.argsort([len(x) for x in data.ids], kind="stable")
-    for start in range(0, len(order), batch_size):
-        pick = order[start:start + batch_size].tolist()
+    for pick in length_batches(data.ids, batch_size):
         batch = pad_batch([data.ids[i] for i in pick], pad_id,
                           None if data.types is None else [data.types[i] for i in pick])
         x, _ = encoder.lower(batch["input_ids"].to(device), batch["attention_mask"].to(device),

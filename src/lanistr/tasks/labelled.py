@@ -7,7 +7,7 @@ A bad record is a :class:`~lanistr.errors.DataError` naming its file and line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +195,29 @@ def report_truncation(data: Encoded, limit: int | str, report: dict) -> None:
 
 
 # --------------------------------------------------------------------------- batching
+
+
+def length_batches(seqs: Sequence[Sized], batch_size: int, *, limit: int | None = None,
+                   rank: int = 0, world_size: int = 1, progress: bool = False,
+                   desc: str = "") -> Iterator[list[int]]:
+    """Indices into ``seqs`` (the first ``limit`` of them) in batches of ``batch_size`` of
+    similar length, shortest first (a stable sort, so equal lengths keep input order), so
+    that little of a batch is padding; under data parallelism each rank takes every
+    ``world_size``-th index of the sorted order. ``progress`` shows a bar over the items."""
+    n = len(seqs) if limit is None else min(limit, len(seqs))
+    order = np.argsort([len(seqs[i]) for i in range(n)], kind="stable")[rank::world_size].tolist()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(order), desc=desc, unit="ex", dynamic_ncols=True)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
 
 
 def pad_batch(ids: Sequence[np.ndarray], pad_id: int,

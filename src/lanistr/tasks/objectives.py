@@ -20,7 +20,14 @@ from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError
 from lanistr.io import write_json
 from lanistr.metrics import entity_counts, entity_scores, is_bio, scores_from_confusion
-from lanistr.tasks.labelled import IGNORE, Encoded, balanced_weights, pad_batch, pad_targets
+from lanistr.tasks.labelled import (
+    IGNORE,
+    Encoded,
+    balanced_weights,
+    length_batches,
+    pad_batch,
+    pad_targets,
+)
 from lanistr.tasks.param_groups import layer_decay_groups
 from lanistr.tasks.run_config import META_FILE, FinetuneOptions
 from lanistr.tasks.task import Task, default_param_groups
@@ -69,11 +76,9 @@ class FinetuneTask(Task):
     def eval_batches(self, rank, world_size):
         if self.eval_data is None:
             return
-        order = np.argsort([len(x) for x in self.eval_data.ids], kind="stable")
-        mine = order[rank::world_size].tolist()
-        for i in range(0, len(mine), self.eval_batch_size):
-            yield self._with_cache(self.make_batch(self.eval_data, mine[i:i + self.eval_batch_size]),
-                                   self.eval_cache, mine[i:i + self.eval_batch_size])
+        for idx in length_batches(self.eval_data.ids, self.eval_batch_size, rank=rank,
+                                  world_size=world_size):
+            yield self._with_cache(self.make_batch(self.eval_data, idx), self.eval_cache, idx)
 
     def collate(self, indices, epoch):
         return self._with_cache(self.make_batch(self.train_data, indices), self.train_cache,

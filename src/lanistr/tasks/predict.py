@@ -18,6 +18,7 @@ from lanistr.tasks.labelled import (
     encode_segmented,
     encode_texts,
     label_ids,
+    length_batches,
     pad_batch,
     read_labelled_texts,
     resolve_path,
@@ -108,8 +109,7 @@ class Predictor:
             ids, types, truncated = encode_texts(self.tokenizer, texts, pairs, self.max_len,
                                                  truncation=self.truncation)
         probs = np.zeros((len(ids), len(self.labels)), dtype=np.float64)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        for idx in _batches(order, batch_size, progress, "predict"):
+        for idx in length_batches(ids, batch_size, progress=progress, desc="predict"):
             batch = pad_batch([ids[i] for i in idx], self.tokenizer.pad_id,
                               None if types is None else [types[i] for i in idx])
             batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -127,8 +127,8 @@ class Predictor:
             owner += [i] * len(segs)
         owner_t = torch.tensor(owner, dtype=torch.long)
         sums = torch.zeros(len(texts), len(self.labels), dtype=torch.float64)
-        order = np.argsort([len(x) for x in windows], kind="stable")
-        for idx in _batches(order, batch_size, progress, "predict (windows)"):
+        for idx in length_batches(windows, batch_size, progress=progress,
+                                  desc="predict (windows)"):
             batch = pad_batch([windows[i] for i in idx], self.tokenizer.pad_id, None)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             logits = self.model(batch["input_ids"], batch["attention_mask"]).logits
@@ -236,17 +236,6 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True)
 
 
-def _batches(order: np.ndarray, batch_size: int, progress: bool, desc: str):
-    bar = _progress(len(order), progress, desc)
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        yield idx
-        if bar is not None:
-            bar.update(len(idx))
-    if bar is not None:
-        bar.close()
-
-
 def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
     """The bare encoder (:class:`~lanistr.nn.models.LanistrModel`) inside any lanistr model
     (every head model keeps it as ``.model``), or the model itself."""
@@ -264,8 +253,7 @@ def mean_pooled_embeddings(model: torch.nn.Module, tokenizer: Tokenizer, texts: 
     encoder = encoder_of(model)
     ids, _, _ = encode_texts(tokenizer, texts, None, max_len)
     out = np.zeros((len(ids), encoder.config.hidden_size), dtype=np.float32)
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    for idx in _batches(order, batch_size, progress, "embed"):
+    for idx in length_batches(ids, batch_size, progress=progress, desc="embed"):
         batch = {k: v.to(device) for k, v in
                  pad_batch([ids[i] for i in idx], tokenizer.pad_id).items()}
         h = encoder(batch["input_ids"], batch["attention_mask"],

@@ -105,6 +105,13 @@ TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 16, "warmup_ratio
 LR_PRETRAINED, LR_SCRATCH = 5e-5, 5e-4
 SEQ2SEQ_TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 32, "warmup_ratio": 0.05}
 SEQ2SEQ_LR_PRETRAINED, SEQ2SEQ_LR_SCRATCH = 3e-4, 5e-4
+#: `lanistr pretrain` defaults where the config does not say: what learnt fastest per
+#: wall-clock second on a 2-core CPU (benchmarks/results/pretrain_recipe.md, 6-minute runs):
+#: batches of 16 (more updates per second: 16 beat 32 beat 64), lr 1e-3 with warm-up (2e-3
+#: was worse), and, for the default model (no preset named), pre-norm blocks without dropout
+#: (as in cramming). A named preset keeps its own layout (the `lanistr` design: post-norm).
+PRETRAIN_TRAIN_DEFAULTS = {"lr": 1e-3, "warmup_ratio": 0.06, "batch_size": 16}
+PRETRAIN_MODEL_DEFAULTS = {"norm": "pre", "dropout": 0.0, "attention_dropout": 0.0}
 #: Continued-pretraining defaults where the config does not say (a pretrained start point
 #: wants a smaller learning rate than pretraining from scratch).
 DAPT_TRAIN_DEFAULTS = {"lr": 1e-4, "warmup_ratio": 0.06, "max_steps": 1000}
@@ -427,6 +434,8 @@ def train_defaults(cls: type[RunConfig], init: str) -> dict:
         return {**TRAIN_DEFAULTS, "lr": LR_PRETRAINED if pretrained else LR_SCRATCH}
     if cls is DaptRun:
         return dict(DAPT_TRAIN_DEFAULTS)
+    if cls is PretrainRun:
+        return dict(PRETRAIN_TRAIN_DEFAULTS)
     return {}
 
 
@@ -447,6 +456,8 @@ def parse_run(command: str, raw: dict) -> RunConfig:
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping of config fields, got {model!r}")
     hints = typing.get_type_hints(cls)
+    if cls is PretrainRun and init == "scratch" and "preset" not in model:
+        model = {**PRETRAIN_MODEL_DEFAULTS, **model}  # the default model's pretraining layout
     values: dict[str, Any] = {"init": init, "model": dict(model)}
     for f in dataclasses.fields(cls):
         if f.name in values:
@@ -464,6 +475,9 @@ def parse_run(command: str, raw: dict) -> RunConfig:
             defaults = train_defaults(cls, init)
             if given.get("epochs") and "max_steps" not in given:  # epochs given: they decide
                 defaults["max_steps"] = 0  # (not a default step cap the user never set)
+            if (cls is PretrainRun and given.get("max_minutes") and "max_steps" not in given
+                    and "warmup_steps" not in given):  # a time budget alone: it drives the
+                defaults.update(max_steps=0, schedule_by="time")  # schedule (cramming)
             values["train"] = from_dict(TrainConfig, {**defaults, **given}, "train")
         else:
             if section is not None and not isinstance(section, dict):

@@ -33,6 +33,7 @@ from lanistr.checkpoint import read_generation_config, save_generation_config
 from lanistr.config import LanistrConfig
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.errors import ConfigError, DataError, LanistrError
+from lanistr.tasks.labelled import length_batches
 from lanistr.tasks.run_config import (
     META_FILE,
     Seq2SeqDataConfig,
@@ -230,11 +231,9 @@ class Seq2SeqTask(Task):
     def eval_batches(self, rank, world_size):
         if self.eval_data is None:
             return
-        n = min(len(self.eval_data), self.options.eval_max_examples)
-        order = sorted(range(n), key=lambda i: len(self.eval_data.sources[i]))
-        mine = order[rank::world_size]
-        for i in range(0, len(mine), self.eval_batch_size):
-            idx = mine[i:i + self.eval_batch_size]
+        for idx in length_batches(self.eval_data.sources, self.eval_batch_size,
+                                  limit=self.options.eval_max_examples, rank=rank,
+                                  world_size=world_size):
             batch = make_batch(self.eval_data, idx, self.tokenizer)
             batch["references"] = [self.eval_data.references[j] for j in idx]
             yield batch
@@ -427,22 +426,11 @@ class Seq2SeqPredictor:
         gen = self.generation.replace(**generation)
         ids, _ = encode_sources(self.tokenizer, texts, gen.max_source_len)
         outputs: list[str] = [""] * len(ids)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(ids), desc="generate", unit="text", dynamic_ncols=True)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size].tolist()
+        for idx in length_batches(ids, batch_size, progress=progress, desc="generate"):
             input_ids = pad([ids[i] for i in idx], self.tokenizer.pad_id).to(self.device)
             mask = (input_ids != self.tokenizer.pad_id).long()
             for i, text in zip(idx, generate_texts(self.model, self.codec, input_ids, mask, gen)):
                 outputs[i] = text
-            if bar is not None:
-                bar.update(len(idx))
-        if bar is not None:
-            bar.close()
         return outputs
 
     def evaluate_file(self, path: str | Path, *, source_field: str | None = None,
