@@ -4,7 +4,7 @@
     python benchmarks/pretrain_budget.py --quick                 # a smoke test (~2 min)
 
 Both models get the same corpus (``lanistr data corpus`` of the fetched datasets' training
-splits, or ``--corpus``; its last documents held out), the same WordPiece tokenizer, the
+splits, or ``--corpus``; every 50th document held out), the same WordPiece tokenizer, the
 same BERT `mini` architecture, the same packed sequences and 80/10/10 whole-word masks in the
 same order (lanistr's ``MLMTask``), the same AdamW, clipping and budgeted schedule
 (``train.schedule_by=time``: warm-up and decay follow the elapsed fraction of the budget, so
@@ -28,20 +28,7 @@ import time
 from pathlib import Path
 
 from _common import RESULTS, load_average, machine_info, setup_torch, write_json
-
-
-def held_out_split(corpus: Path, work: Path, fraction: float, max_docs: int) -> tuple[Path, Path]:
-    """The corpus's documents -> train.txt and held.txt (the last ``fraction`` of them)."""
-    from lanistr.data.readers import read_documents
-
-    docs = [d.text for d in read_documents(corpus)]
-    if max_docs:
-        docs = docs[:max_docs]
-    n_held = max(1, int(len(docs) * fraction))
-    train, held = work / "train.txt", work / "held.txt"
-    train.write_text("\n\n".join(docs[:-n_held]) + "\n", encoding="utf-8")
-    held.write_text("\n\n".join(docs[-n_held:]) + "\n", encoding="utf-8")
-    return train, held
+from pretrain_recipe import split_corpus
 
 
 def build(args, work: Path):
@@ -57,7 +44,7 @@ def build(args, work: Path):
         from lanistr.data.corpus import build_corpus
 
         corpus = build_corpus(work / "corpus.txt", args.sources).path
-    train, held = held_out_split(corpus, work, 0.02, args.max_docs)
+    train, held = split_corpus(corpus, work, max_docs=args.max_docs)
     run = parse_run("pretrain", {
         "model": {"preset": "mini", "max_len": args.max_len},
         "data": {"train": [str(train)], "eval": [str(held)], "vocab_size": args.vocab,

@@ -46,11 +46,14 @@ VARIANTS: list[tuple[str, dict]] = [
 ]
 
 
-def split_corpus(corpus: Path, work: Path, every: int = 50) -> tuple[Path, Path]:
-    """The corpus's documents -> train.txt and held.txt (every ``every``-th document)."""
+def split_corpus(corpus: Path, work: Path, every: int = 50, max_docs: int = 0
+                 ) -> tuple[Path, Path]:
+    """The corpus's documents (the first ``max_docs``, 0 = all) -> train.txt and held.txt
+    (every ``every``-th document, so every source of the corpus is in both)."""
     from lanistr.data.readers import read_documents
 
     docs = [d.text for d in read_documents(corpus)]
+    docs = docs[:max_docs] if max_docs else docs
     held = [d for i, d in enumerate(docs) if i % every == every - 1]
     train = [d for i, d in enumerate(docs) if i % every != every - 1]
     paths = work / "train.txt", work / "held.txt"

@@ -15,10 +15,13 @@ def register(sub) -> None:
             "mlm_probability, whole_word_mask, nsp), `train` (batch_size, grad_accum, lr, "
             "warmup_steps, schedule, max_steps or max_minutes, eval_every, save_every, "
             "keep_last, precision fp32|bf16, seed) and `init` (scratch or a checkpoint dir). "
+            "Defaults (what learnt fastest per second on a 2-core CPU): the mini model with "
+            "pre-norm blocks and no dropout, batches of 16, lr 1e-3 with 6% warm-up; "
+            "train.max_minutes alone makes the learning rate reach 0 exactly at that budget. "
             "Runs under torchrun for data-parallel training. Ctrl-C saves a checkpoint; "
             "`lanistr pretrain --output DIR --resume` continues it with the run's own config."),
-        epilog="example: lanistr pretrain --config examples/pretrain_sotu.yaml "
-               "--set train.max_steps=200 --output runs/sotu",
+        epilog="example: lanistr pretrain --set data.train=runs/corpus.txt "
+               "--set train.max_minutes=60 --output runs/own",
     )
     add_run_args(p, "examples/", "train.lr=3e-4")
     p.set_defaults(func=run)
