@@ -131,9 +131,10 @@ def baseline(kind: str, train: Path, test: Path) -> dict:
 # --------------------------------------------------------------------------- lanistr
 
 
-def run_seed(name: str, kind: str, train: Path, test: Path, minilm: Path, seed: int,
-             work: Path) -> dict:
-    """One default-recipe fine-tuning run (the CLI, in a child process) and its test scores."""
+def run_seed(name: str, kind: str, train: Path, test: Path, minilm: Path | str, seed: int,
+             work: Path, extra: tuple[str, ...] = ()) -> dict:
+    """One default-recipe fine-tuning run (the CLI, in a child process) and its test scores;
+    ``minilm`` is the ``init`` (a model directory, or ``scratch`` with ``extra`` settings)."""
     import yaml
 
     from lanistr.tasks.predict import Predictor
@@ -142,7 +143,7 @@ def run_seed(name: str, kind: str, train: Path, test: Path, minilm: Path, seed: 
     argv = [sys.executable, "-m", "lanistr", "finetune", "--output", str(out), "--no-progress",
             *(["--set", "task=tag"] if kind == "tag" else []),
             "--set", f"init={minilm}", "--set", f"data.train={train}",
-            "--set", f"train.seed={seed}", "--set", "train.overwrite_output=true"]
+            "--set", f"train.seed={seed}", "--set", "train.overwrite_output=true", *extra]
     load_before = _common.load_average()
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True)

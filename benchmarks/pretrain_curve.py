@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the --output directory of a pretraining run")
     parser.add_argument("--name", default="pretrain_curve")
+    parser.add_argument("--note", default="", help="how the run was made (kept in the JSON)")
     args = parser.parse_args()
     series = read_metrics(args.run)
     held = series.get("eval_mlm_loss", [])
@@ -49,6 +50,12 @@ def main() -> None:
         "mean_tokens_per_s": sum(tps) / len(tps) if tps else None,
         "load_average_now": os.getloadavg(),
     }
+    acc = series.get("eval_mlm_accuracy", [])
+    if acc:
+        summary["held_out_mlm_accuracy"] = [{"step": s, "accuracy": v} for s, v in acc]
+        summary["held_out_mlm_accuracy_end"] = acc[-1][1]
+    if args.note:
+        summary["note"] = args.note
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,6 +68,11 @@ def main() -> None:
     ax.set_ylabel("cross-entropy (nats)")
     ax.set_title(f"MLM pretraining: {args.run.name}")
     ax.grid(alpha=0.3)
+    if acc:
+        right = ax.twinx()
+        right.plot(*zip(*acc), "s--", color="tab:green", ms=3, label="held-out MLM accuracy")
+        right.set_ylabel("accuracy")
+        right.legend(loc="center right")
     ax.legend()
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)

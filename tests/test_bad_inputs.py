@@ -197,7 +197,7 @@ ROWS = [
     ("resume-longer-linear-schedule", _copy_run,
      PT + " --resume --output {tmp}/run --set train.max_steps=10", 2,
      "train.max_steps", ["run"]),
-    ("resume-other-lr", _copy_run, PT + " --resume --output {tmp}/run --set train.lr=1e-3", 2,
+    ("resume-other-lr", _copy_run, PT + " --resume --output {tmp}/run --set train.lr=3e-3", 2,
      "train.lr", ["run"]),
     ("resume-other-seed", _copy_run, PT + " --resume --output {tmp}/run --set train.seed=7", 2,
      "train.seed", ["run"]),
