@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
-from classification_quality import DATASETS, baseline, run_seed  # noqa: E402
+from classification_quality import DATASETS, _mean_std, baseline, run_seed  # noqa: E402
 
 SYSTEMS = ("pretrained", "scratch")
 CLASSIFY = [n for n, spec in DATASETS.items() if spec[0] == "classify"]
@@ -61,12 +61,6 @@ def update(path: Path, change) -> dict:
         change(data)
         _common.write_json(path.stem, data, path)
         return data
-
-
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f}"
 
 
 def report(data: dict) -> str:

@@ -165,3 +165,18 @@ def test_bf16_autocast_trains(tmp_path):
     assert result.metrics["eval_mlm_loss"] < losses[0]
     # Weights stay fp32 (autocast computes in bf16, the master weights do not change dtype).
     assert all(t.dtype == torch.float32 for t in read_weights(tmp_path / "bf16" / "model").values())
+
+
+def test_a_new_model_with_learned_positions_is_as_long_as_its_pretraining_sequences():
+    from types import SimpleNamespace
+
+    from lanistr.tasks.run_config import PretrainDataConfig
+
+    tok = SimpleNamespace(vocab_size=50, pad_id=0)  # all the model builder reads of it
+    data = PretrainDataConfig(max_len=32)
+    small = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32}
+    build = pretrain_mod.build_mlm_model
+    assert build(small, tok, data, None).config.max_len == 32  # only 32 positions trained
+    assert build({**small, "max_len": 64}, tok, data, None).config.max_len == 64  # as asked
+    design = build({"preset": "lanistr", **small}, tok, data, None).config  # sinusoidal
+    assert design.position == "sinusoidal" and design.max_len == 512

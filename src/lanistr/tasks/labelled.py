@@ -197,6 +197,15 @@ def report_truncation(data: Encoded, limit: int | str, report: dict) -> None:
 # --------------------------------------------------------------------------- batching
 
 
+def progress_bar(total: int, enabled: bool, desc: str):
+    """A tqdm bar over ``total`` examples, or None when not ``enabled``."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True)
+
+
 def length_batches(seqs: Sequence[Sized], batch_size: int, *, limit: int | None = None,
                    rank: int = 0, world_size: int = 1, progress: bool = False,
                    desc: str = "") -> Iterator[list[int]]:
@@ -206,11 +215,7 @@ def length_batches(seqs: Sequence[Sized], batch_size: int, *, limit: int | None 
     ``world_size``-th index of the sorted order. ``progress`` shows a bar over the items."""
     n = len(seqs) if limit is None else min(limit, len(seqs))
     order = np.argsort([len(seqs[i]) for i in range(n)], kind="stable")[rank::world_size].tolist()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(order), desc=desc, unit="ex", dynamic_ncols=True)
+    bar = progress_bar(len(order), progress, desc)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         yield idx

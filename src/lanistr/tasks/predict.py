@@ -20,6 +20,7 @@ from lanistr.tasks.labelled import (
     label_ids,
     length_batches,
     pad_batch,
+    progress_bar,
     read_labelled_texts,
     resolve_path,
 )
@@ -149,7 +150,7 @@ class Predictor:
         tags = [[fallback] * len(s) for s in sentences]
         pending = [(i, 0) for i, s in enumerate(sentences) if len(s)]
         long_sentences: set[int] = set()
-        bar = _progress(len(pending), progress, "predict")
+        bar = progress_bar(len(pending), progress, "predict")
         while pending:
             pending.sort(key=lambda p: len(sentences[p[0]]) - p[1])
             next_round = []
@@ -226,14 +227,6 @@ class Predictor:
                 out["windows"] = {"max_len": self.max_len, "stride": self.stride}
         out = {"task": self.kind, "data": str(path), "model": str(self.model_dir), **out}
         return out
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="ex", dynamic_ncols=True)
 
 
 def encoder_of(model: torch.nn.Module) -> torch.nn.Module:

@@ -167,13 +167,13 @@ def build_mlm_model(model_section: dict, tokenizer: Tokenizer, data: PretrainDat
     section = {"preset": "mini", **(model_section or {})}
     section.setdefault("vocab_size", tokenizer.vocab_size)
     section.setdefault("pad_token_id", tokenizer.pad_id)
-    # positions beyond the pretraining length would stay untrained: the model's max_len says
-    # how far it was trained, so fine-tuning recipes never read longer texts than that
-    if section.get("position", LanistrConfig.from_any(section).position) == "learned":
-        section.setdefault("max_len", data.max_len)
     if data.nsp:
         section.setdefault("use_pooler", True)
     config = LanistrConfig.from_any(section)
+    if config.position == "learned" and "max_len" not in section:
+        # positions beyond the pretraining length would stay untrained: the model's max_len
+        # says how far it was trained, so fine-tuning recipes never read longer texts
+        config = config.replace(max_len=data.max_len)
     if config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"model.vocab_size={config.vocab_size} is smaller than the "
                           f"tokenizer's vocabulary ({tokenizer.vocab_size})")
