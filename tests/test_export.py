@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import warnings
 
 import numpy as np
@@ -390,3 +391,20 @@ def test_finetuned_classifier_exports_to_transformers(finetuned, tmp_path):
         torch.testing.assert_close(back.eval()(**enc).logits, ours(**enc).logits, atol=1e-5,
                                    rtol=0)
     assert back.config.id2label == {0: "fruit", 1: "stone"}
+
+
+def test_hf_export_of_a_head_tail_model_says_how_it_read_long_texts(finetuned, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(finetuned["model"], model)
+    meta = json.loads((model / "finetune.json").read_text(encoding="utf-8"))
+    assert main(["export", "--format", "hf", str(model), str(tmp_path / "head")]) == 0
+    head = json.loads((tmp_path / "head" / "config.json").read_text(encoding="utf-8"))
+    assert "lanistr_truncation" not in head
+    (model / "finetune.json").write_text(json.dumps({**meta, "truncation": "head_tail"}),
+                                         encoding="utf-8")
+    with pytest.warns(UserWarning, match="head and tail of texts longer than 32 tokens"):
+        assert main(["export", "--format", "hf", str(model), str(tmp_path / "hf")]) == 0
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text(encoding="utf-8"))
+    assert saved["lanistr_truncation"] == "head_tail"
+    back = transformers.AutoConfig.from_pretrained(tmp_path / "hf")
+    assert back.lanistr_truncation == "head_tail"  # transformers keeps it on the config

@@ -10,6 +10,7 @@ classifier without the BERT pooler, ...) is refused with one line naming it.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -137,9 +138,19 @@ def export_hf(src: str | Path, out: str | Path, *, overwrite: bool = False) -> s
     check_representable(config, src)
     model = load_checkpoint(src)
     state = hf_state(model.state_dict(), config)
+    from lanistr.tasks.run_config import read_meta
+
+    settings = hf_config(config)
+    max_len = model_max_length(src, config)
+    if read_meta(src).get("truncation") == "head_tail":
+        settings["lanistr_truncation"] = "head_tail"
+        warnings.warn(f"{src} was fine-tuned on the head and tail of texts longer than "
+                      f"{max_len} tokens (data.truncation=head_tail); a Hugging Face tokenizer "
+                      "keeps only their head, so the export reads long texts differently "
+                      "(`lanistr predict` and the ONNX export read them as trained)", stacklevel=2)
     with output_directory(src, out, overwrite) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        write_text(tmp / "config.json", json.dumps(hf_config(config), indent=2) + "\n")
-        copy_tokenizer(src, tmp, model_max_length(src, config))
+        write_text(tmp / "config.json", json.dumps(settings, indent=2) + "\n")
+        copy_tokenizer(src, tmp, max_len)
     return HF_ARCHITECTURES[config.architecture]
 
