@@ -5,7 +5,7 @@
 
 Both models get the same corpus (``lanistr data corpus`` of the fetched datasets' training
 splits, or ``--corpus``; every 50th document held out), the same WordPiece tokenizer, the
-same BERT `mini` architecture, the same packed sequences and 80/10/10 whole-word masks in the
+same BERT `mini` size (4 layers x 256), the same packed sequences and 80/10/10 whole-word masks in the
 same order (lanistr's ``MLMTask``), the same AdamW, clipping and budgeted schedule
 (``train.schedule_by=time``: warm-up and decay follow the elapsed fraction of the budget, so
 both reach lr 0 at the budget). They run one after the other, each for ``--minutes`` of
@@ -17,6 +17,12 @@ lanistr trains through its own loop (``Trainer``: unpadded encoder, sparse MLM h
 Writes ``benchmarks/results/NAME.json`` and ``NAME.png``: held-out MLM loss and accuracy
 against training time for both, and the time lanistr needs to reach the `transformers` run's
 final held-out loss as a fraction of the budget (issue #20's target: <= 0.40).
+
+``--lanistr-layout bert`` (the default) gives lanistr the BERT layout `transformers` uses
+(post-norm, dropout 0.1): the two training engines compared. ``--lanistr-layout defaults``
+gives lanistr what ``lanistr pretrain`` builds when no preset is named (pre-norm blocks, no
+dropout; ``PRETRAIN_MODEL_DEFAULTS``) while `transformers` keeps BERT's: what each library
+gives a user who does not tune it.
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ def build(args, work: Path):
 
         corpus = build_corpus(work / "corpus.txt", args.sources).path
     train, held = split_corpus(corpus, work, max_docs=args.max_docs)
+    from lanistr.tasks.run_config import PRETRAIN_MODEL_DEFAULTS
+
+    layout = PRETRAIN_MODEL_DEFAULTS if args.lanistr_layout == "defaults" else {}
     run = parse_run("pretrain", {
-        "model": {"preset": "mini", "max_len": args.max_len},
+        "model": {"preset": "mini", "max_len": args.max_len, **layout},
         "data": {"train": [str(train)], "eval": [str(held)], "vocab_size": args.vocab,
                  "max_len": args.max_len, "eval_max_examples": args.eval_examples,
                  "cache_dir": str(work / "cache")},
@@ -237,6 +246,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--evals", type=int, default=12, help="held-out points per run")
     parser.add_argument("--eval-examples", type=int, default=256)
+    parser.add_argument("--lanistr-layout", choices=("bert", "defaults"), default="bert",
+                        help="lanistr's blocks: BERT's (post-norm, dropout 0.1, as transformers) "
+                        "or lanistr pretrain's defaults (pre-norm, no dropout)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", default=None)
@@ -261,6 +273,8 @@ def main() -> None:
         "benchmark": "pretrain_budget", "quick": args.quick, "minutes": args.minutes,
         "corpus": str(corpus), "train_sequences": task.train_size(), "max_len": args.max_len,
         "batch_size": args.batch, "lr": args.lr, "vocab_size": tokenizer.vocab_size,
+        "lanistr_layout": {"norm": run.model.get("norm", "post"),
+                           "dropout": run.model.get("dropout", 0.1)},
         "threads": threads, "machine": machine_info(), "runs": runs,
         "transformers_final_mlm_loss": hf_final,
         "lanistr_final_mlm_loss": runs["lanistr"]["curve"][-1]["mlm_loss"],
