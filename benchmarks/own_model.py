@@ -79,12 +79,14 @@ def report(data: dict) -> str:
             lines.append(f"| {name} | {base['name']} | - | {base['accuracy']:.4f} | "
                          f"{base['macro_f1']:.4f} | {base['train_s'] / 60:.2f} | - |")
         means = {}
-        for system in SYSTEMS:
+        earlier = sorted(k for k in entry if k not in (*SYSTEMS, "baseline"))  # see --supersede
+        for system in (*SYSTEMS, *earlier):
             runs = [r for r in entry.get(system, []) if "accuracy" in r]
             if not runs:
                 continue
             accs, f1s = [r["accuracy"] for r in runs], [r["macro_f1"] for r in runs]
-            means[system] = statistics.mean(accs)
+            if system in SYSTEMS:
+                means[system] = statistics.mean(accs)
             loads = "; ".join(f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}"
                               for r in runs)
             lines.append(f"| {name} | {system} | {len(runs)} | {_mean_std(accs)} | "
@@ -116,6 +118,9 @@ def main() -> None:
     p.add_argument("--note", action="append", default=[])
     p.add_argument("--threads", type=int, default=None, help="threads per run (default: all)")
     p.add_argument("--name", default="own_model")
+    p.add_argument("--supersede", metavar="LABEL",
+                   help="keep the --systems' rows so far under 'SYSTEM (LABEL)' (shown, not "
+                   "judged) and run them again, e.g. after the recipe changed")
     args = p.parse_args()
     from lanistr.data.fetch import dataset_dir
 
@@ -130,6 +135,15 @@ def main() -> None:
         data.setdefault("results", {})
 
     update(path, meta)
+    if args.supersede:
+        def supersede(data):
+            for name in args.datasets:
+                entry = data["results"].get(name, {})
+                for system in args.systems:
+                    if entry.get(system):
+                        entry[f"{system} ({args.supersede})"] = entry.pop(system)
+
+        update(path, supersede)
     threads = _common.setup_torch(args.threads)  # (test scoring in this process)
     pinned = ("--set", f"train.num_threads={threads}") if args.threads else ()
     extra = {"pretrained": pinned, "scratch": (*pinned, *scratch_settings(model))}

@@ -50,6 +50,12 @@ def test_choices_follow_the_data():
         _stats(num_examples=5000, token_lengths=[900] * 10), {}).choices if c.key == "data.max_len")
     big = _chosen(_stats(num_examples=50000))
     assert big["data.eval_fraction"] == 0.04 and big["train.epochs"] == 2
+    # a shallower pretrained encoder (an own 4-layer model, a distilled student) trains every layer
+    assert "finetune.freeze_layers" not in _chosen(_stats(num_layers=4, hidden_size=256))
+    assert _chosen(_stats(num_layers=12, hidden_size=768))["finetune.freeze_layers"] == 8
+    assert "model.dropout" not in got  # MiniLM keeps its own dropout
+    assert _chosen(_stats(dropout=0.0))["model.dropout"] == 0.1  # pretrained without: back on
+    assert "model.dropout" not in _chosen(_stats(dropout=0.0), {"model": {"dropout": 0.0}})
     scratch = _chosen(_stats(from_scratch=True, num_layers=2))
     assert scratch["train.lr"] == 5e-4 and "finetune.freeze_layers" not in scratch
     tag = _chosen(_stats(task="tag"))

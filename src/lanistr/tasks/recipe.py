@@ -44,6 +44,16 @@ HEAD_TAIL_AT = 0.10
 #: Newsgroups training posts, 1,000 held out, 2 epochs: at 256 tokens head+tail 0.788 vs head
 #: 0.781 held-out accuracy; at 128 (a 31-token head) 0.764 vs 0.777
 HEAD_TAIL_MIN_LEN = 256
+#: pretrained encoders with at least this many layers have their lower two thirds frozen;
+#: shallower ones train every layer (a step through them is cheap, and with a third of
+#: them free too little adapts). Measured on held-out training data (seed 0, 3 epochs): a
+#: 4-layer model pretrained for 60 min with ``lanistr pretrain``, lower 2 frozen vs none
+#: frozen: Reuters-R8 0.927 vs 0.969 accuracy (macro-F1 0.843 vs 0.897), SpamAssassin 0.979
+#: vs 0.982. MiniLM-L6 (6 layers): see SMALL_LR
+FREEZE_MIN_LAYERS = 6
+#: dropout while fine-tuning an encoder pretrained without it. The same 4-layer model, every
+#: layer trained, held-out: SpamAssassin 0.994 accuracy with dropout 0.1 vs 0.982 without
+FINETUNE_DROPOUT = 0.1
 
 
 @dataclass
@@ -58,6 +68,7 @@ class DataStats:
     hidden_size: int
     num_layers: int
     model_max_len: int
+    dropout: float = 0.1  # the starting model's (hidden) dropout
     has_eval: bool = False  # data.eval given (held-out data of the user's own)
     pairs: bool = False  # text pairs (cut longest-first, not head+tail)
 
@@ -127,8 +138,8 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
         pick("train.lr", 5e-4, "from scratch: every weight is new")
     elif stats.hidden_size <= 512:
         pick("train.lr", SMALL_LR, f"pretrained encoder with hidden size {stats.hidden_size} "
-             "<= 512, its lower layers frozen: the top layers and the new head take a large "
-             "step (BERT-base sizes: 3e-5)")
+             "<= 512: its trained layers and the new head take a large step (BERT-base "
+             "sizes: 3e-5)")
     else:
         pick("train.lr", 3e-5, f"pretrained encoder with hidden size {stats.hidden_size} > 512")
 
@@ -165,8 +176,14 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
                  "quarter and last three quarters of max_len (the end of a long text often "
                  "says as much as its start)")
 
+    # -- dropout back on for fine-tuning a model pretrained without it (as cramming does)
+    if not stats.from_scratch and stats.dropout == 0:
+        pick("model.dropout", FINETUNE_DROPOUT, "the encoder was pretrained without dropout "
+             "(lanistr pretrain's default); fine-tuning turns it back on against "
+             "overfitting a small labelled set")
+
     # -- frozen lower layers, computed once (lanistr.tasks.frozen_cache)
-    if not stats.from_scratch and stats.num_layers >= 4:
+    if not stats.from_scratch and stats.num_layers >= FREEZE_MIN_LAYERS:
         k = (2 * stats.num_layers) // 3
         pick("finetune.freeze_layers", k,
              f"pretrained encoder with {stats.num_layers} layers: the embeddings and the lower "
@@ -249,7 +266,8 @@ def measure(raw: dict) -> DataStats | None:
     for y in labels:
         counts[y] = counts.get(y, 0) + 1
     return DataStats(task, n, counts, [int(x) for x in lengths], scratch, cfg.hidden_size,
-                     cfg.num_layers, cfg.max_len, has_eval=bool(data.get("eval")),
+                     cfg.num_layers, cfg.max_len, dropout=cfg.dropout,
+                     has_eval=bool(data.get("eval")),
                      pairs=task == "classify" and bool(data.get("text_pair_field")))
 
 
