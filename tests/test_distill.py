@@ -129,6 +129,8 @@ def test_cached_teacher_logits_give_the_recomputed_loss_and_gradients(teachers):
 
     assert task.logits_only
     recomputed, g1 = loss_and_grads(batch)
+    task.eval_set, task.eval_labels = task.train, task.labels  # held-out: the same two texts
+    evaluated = _eval(task, model)
     task.cache_teacher_logits(torch.device("cpu"), batch_size=1)  # one length per batch
     cached = task.collate([0, 1], 0)
     assert torch.equal(cached["input_ids"], batch["input_ids"])
@@ -141,6 +143,19 @@ def test_cached_teacher_logits_give_the_recomputed_loss_and_gradients(teachers):
     for k in recomputed:
         assert torch.allclose(from_cache[k], recomputed[k], rtol=1e-5, atol=1e-6), k
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g1, g2))
+    cached_eval = _eval(task, model)  # evaluation reads the cache too (the teacher changed)
+    assert cached_eval.keys() == evaluated.keys() and "teacher_agreement" in evaluated
+    for k in evaluated:
+        assert abs(cached_eval[k] - evaluated[k]) < 1e-5, k
+
+
+def _eval(task, model) -> dict:
+    sums: dict = {}
+    with torch.no_grad():
+        for b in task.eval_batches(0, 1):
+            for k, v in task.eval_sums(model, b).items():
+                sums[k] = sums.get(k, 0) + v
+    return task.finalize_metrics(sums)
 
 
 def test_relation_losses_are_kl_of_each_heads_attention(teachers):
@@ -252,7 +267,7 @@ def test_a_task_distillation_with_cached_teacher_logits_resumes_bitwise(teachers
             "train.batch_size=4", "train.lr=3e-3", "train.eval_every=0", "train.progress=false"]
     with caplog.at_level("INFO", logger="lanistr"):
         assert cli("distill", "--output", str(tmp_path / "straight"), sets=sets) == 0
-    assert "teacher logits computed once for 24 training examples" in caplog.text
+    assert "teacher logits computed once for 24 training and" in caplog.text
     with monkeypatch.context() as m:
         _interrupt_at(m, 3)
         assert cli("distill", "--output", str(tmp_path / "split"), sets=sets) == 130

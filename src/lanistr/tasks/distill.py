@@ -188,7 +188,9 @@ class DistillTask(Task):
         self.labels, self.eval_labels = labels, eval_labels  # task mode: ids, IGNORE unlabelled
         self.eval_batch_size = eval_batch_size
         self.meta = meta
-        self.train_logits: torch.Tensor | None = None  # task mode: see cache_teacher_logits
+        # task mode, the teacher's logits per example: see cache_teacher_logits
+        self.train_logits: torch.Tensor | None = None
+        self.eval_logits: torch.Tensor | None = None
 
     def train_size(self) -> int:
         return len(self.train)
@@ -213,14 +215,20 @@ class DistillTask(Task):
 
     @torch.no_grad()
     def cache_teacher_logits(self, device: torch.device, batch_size: int = 32) -> None:
-        """Run the teacher once over the training set (eval mode, batches of similar length)
-        and keep its logits: they are the same in every epoch, so the training steps then run
-        only the student (``tests/test_distill.py`` checks the loss is the recomputed one)."""
-        out = torch.empty(len(self.train), len(self.teacher.config.labels))
-        for pick in length_batches(self.train, batch_size):
-            batch = {k: v.to(device) for k, v in self._batch(self.train, pick, None).items()}
-            out[pick] = self.teacher_relations(batch).logits.float().cpu()
-        self.train_logits = out
+        """Run the teacher once over the training and held-out sets (eval mode, batches of
+        similar length) and keep its logits: they are the same in every epoch and every
+        evaluation, so the steps and evaluations then run only the student
+        (``tests/test_distill.py`` checks the losses are the recomputed ones)."""
+
+        def logits(seqs) -> torch.Tensor:
+            out = torch.empty(len(seqs), len(self.teacher.config.labels))
+            for pick in length_batches(seqs, batch_size):
+                batch = {k: v.to(device) for k, v in self._batch(seqs, pick, None).items()}
+                out[pick] = self.teacher_relations(batch).logits.float().cpu()
+            return out
+
+        self.train_logits = logits(self.train)
+        self.eval_logits = None if self.eval_set is None else logits(self.eval_set)
 
     def counts(self, batch):
         o, tokens = self.opts, float(batch["attention_mask"].sum())
@@ -246,11 +254,15 @@ class DistillTask(Task):
         return relations(self.teacher, batch, qkv=bool(o.attention_weight or o.value_weight),
                          top=bool(o.hidden_weight or o.soft_weight))
 
+    def _teacher(self, batch) -> Relations:
+        """The teacher's cached logits where the batch carries them, else its forward."""
+        if "teacher_logits" in batch:
+            return Relations(logits=batch["teacher_logits"])
+        return self.teacher_relations(batch)
+
     def loss_sums(self, model, batch):
         s = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        t = (Relations(logits=batch["teacher_logits"]) if "teacher_logits" in batch
-             else self.teacher_relations(batch))
-        return self.weighted_sums(t, s, batch)
+        return self.weighted_sums(self._teacher(batch), s, batch)
 
     def weighted_sums(self, t: Relations, s: Relations, batch) -> dict[str, torch.Tensor]:
         """Each loss term's weighted sum over its units, from the teacher's and the student's
@@ -280,10 +292,14 @@ class DistillTask(Task):
             return
         mine = list(range(rank, len(self.eval_set), world_size))
         for i in range(0, len(mine), self.eval_batch_size):
-            yield self._batch(self.eval_set, mine[i:i + self.eval_batch_size], self.eval_labels)
+            pick = mine[i:i + self.eval_batch_size]
+            batch = self._batch(self.eval_set, pick, self.eval_labels)
+            if self.eval_logits is not None:
+                batch["teacher_logits"] = self.eval_logits[pick]
+            yield batch
 
     def eval_sums(self, model, batch):
-        t = self.teacher_relations(batch)
+        t = self._teacher(batch)
         s = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         out = {f"{k}_sum": v.detach().double() for k, v in self.weighted_sums(t, s, batch).items()}
         out.update({f"{k}_count": torch.tensor(v, dtype=torch.float64)
@@ -485,8 +501,9 @@ def distill(run: DistillRun | dict, output_dir: str | Path, resume: bool = False
         t = time.perf_counter()
         task.cache_teacher_logits(ctx.device, run.train.batch_size)
         if ctx.is_main:
-            log.info("teacher logits computed once for %d training examples (%.0f s); "
-                     "the steps run only the student", len(task.train), time.perf_counter() - t)
+            log.info("teacher logits computed once for %d training and %d held-out examples "
+                     "(%.0f s); the steps and evaluations run only the student", len(task.train),
+                     len(task.eval_set or ()), time.perf_counter() - t)
     if ctx.is_main:
         log.info("distilling %s (%.2fM parameters) into %s (%.2fM), %s", opts.teacher,
                  sum(p.numel() for p in teacher.parameters()) / 1e6, type(student).__name__,
