@@ -39,11 +39,15 @@ TARGET_POINTS = 5.0  # accuracy points over scratch on 20newsgroups and reuters-
 
 
 def scratch_settings(model_dir: Path) -> list[str]:
-    """``--set`` arguments that build MODEL's architecture from scratch with its tokenizer."""
+    """``--set`` arguments that build MODEL's architecture from scratch with its tokenizer,
+    and the dropout the default recipe fine-tunes MODEL with (so only the weights differ)."""
     from lanistr.checkpoint import read_config
     from lanistr.config import LanistrConfig
+    from lanistr.tasks.recipe import FINETUNE_DROPOUT
 
     own = read_config(model_dir).to_dict()
+    if own["dropout"] == 0:  # pretrained without dropout: the recipe turns it back on
+        own["dropout"] = FINETUNE_DROPOUT
     mini = LanistrConfig.from_name("mini").to_dict()
     skip = {"architecture", "labels", "vocab_size", "pad_token_id", "use_pooler", "pooling"}
     out = ["--set", f"data.tokenizer={model_dir}"]
