@@ -46,10 +46,10 @@ HEAD_TAIL_AT = 0.10
 HEAD_TAIL_MIN_LEN = 256
 #: pretrained encoders with at least this many layers have their lower two thirds frozen;
 #: shallower ones train every layer (a step through them is cheap, and with only one or two
-#: layers free too little of the model adapts). Measured on held-out training data (seed 0, 3 epochs): a
-#: 4-layer model pretrained for 60 min with ``lanistr pretrain``, lower 2 frozen vs none
-#: frozen: Reuters-R8 0.927 vs 0.969 accuracy (macro-F1 0.843 vs 0.897), SpamAssassin 0.979
-#: vs 0.982. MiniLM-L6 (6 layers): see SMALL_LR
+#: layers free too little of the model adapts). Measured on held-out training data (seed 0,
+#: 3 epochs): a 4-layer model pretrained for 60 min with ``lanistr pretrain``, lower 2
+#: frozen vs none frozen: Reuters-R8 0.927 vs 0.969 accuracy (macro-F1 0.843 vs 0.897),
+#: SpamAssassin 0.979 vs 0.982. MiniLM-L6 (6 layers): see SMALL_LR
 FREEZE_MIN_LAYERS = 6
 #: dropout while fine-tuning an encoder pretrained without it. The same 4-layer model, every
 #: layer trained, held-out: SpamAssassin 0.994 accuracy with dropout 0.1 vs 0.982 without,
