@@ -7,8 +7,8 @@ Both models get the same corpus (``lanistr data corpus`` of the fetched datasets
 splits, or ``--corpus``; every 50th document held out), the same WordPiece tokenizer, the
 same BERT `mini` size (4 layers x 256), the same packed sequences and 80/10/10 whole-word
 masks in the same order (lanistr's ``MLMTask``), the same AdamW, clipping and budgeted
-schedule (``train.schedule_by=time``: warm-up and decay follow the elapsed fraction of the budget, so
-both reach lr 0 at the budget). They run one after the other, each for ``--minutes`` of
+schedule (``train.schedule_by=time``: warm-up and decay follow the elapsed fraction of the
+budget, so both reach lr 0 at the budget). They run one after the other, each for ``--minutes`` of
 training time (evaluation is off the clock), with the load average recorded before and after.
 lanistr trains through its own loop (``Trainer``: unpadded encoder, sparse MLM head);
 `transformers` through a plain PyTorch loop (full-vocabulary logits at every position, as
