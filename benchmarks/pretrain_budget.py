@@ -22,7 +22,9 @@ final held-out loss as a fraction of the budget (issue #20's target: <= 0.40).
 (post-norm, dropout 0.1): the two training engines compared. ``--lanistr-layout defaults``
 gives lanistr what ``lanistr pretrain`` builds when no preset is named (pre-norm blocks, no
 dropout; ``PRETRAIN_MODEL_DEFAULTS``) while `transformers` keeps BERT's: what each library
-gives a user who does not tune it.
+gives a user who does not tune it, including its default ``train.precision: auto`` (bf16
+autocast on a CPU or GPU that computes bf16 natively; ``--precision`` sets it,
+``--hf-precision bf16`` runs `transformers` under the same autocast).
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ def build(args, work: Path):
         "train": {"batch_size": args.batch, "lr": args.lr, "schedule_by": "time",
                   "max_minutes": args.minutes, "max_steps": 0, "warmup_ratio": 0.06,
                   "eval_every": 0, "save_every": 0, "progress": False, "seed": 0,
-                  "weight_decay": 0.01, "max_grad_norm": 1.0},
+                  "weight_decay": 0.01, "max_grad_norm": 1.0,
+                  "precision": args.precision or ("auto" if args.lanistr_layout == "defaults"
+                                                  else "fp32")},
     })
     ctx = DistContext()
     tokenizer: Tokenizer = prepare_tokenizer(run.data, work, ctx)
@@ -127,10 +131,11 @@ def run_lanistr(run, tokenizer, task, work: Path, eval_times: list[float]) -> di
             "load_average": load, "parameters": model.num_parameters()}
 
 
-def run_hf(run, tokenizer, task, eval_times: list[float]) -> dict:
+def run_hf(run, tokenizer, task, eval_times: list[float], precision: str = "fp32") -> dict:
     import torch
     import transformers
 
+    from lanistr.precision import autocast
     from lanistr.tasks.schedule import time_lr_factor
     from lanistr.tasks.trainer import GlobalOrder, TrainState
 
@@ -178,9 +183,10 @@ def run_hf(run, tokenizer, task, eval_times: list[float]) -> dict:
         for g in optim.param_groups:
             g["lr"] = train.lr * lr_factor
         batch = task.collate(order.next_batch(state, train.batch_size).tolist(), state.epoch)
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    token_type_ids=batch["token_type_ids"], labels=batch["mlm_labels"])
-        out.loss.backward()
+        with autocast(precision, torch.device("cpu")):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"], labels=batch["mlm_labels"])
+        out.loss.float().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -249,6 +255,12 @@ def main() -> None:
     parser.add_argument("--lanistr-layout", choices=("bert", "defaults"), default="bert",
                         help="lanistr's blocks: BERT's (post-norm, dropout 0.1, as transformers) "
                         "or lanistr pretrain's defaults (pre-norm, no dropout)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+                        help="lanistr's train.precision (default: auto with --lanistr-layout "
+                        "defaults, as lanistr pretrain; fp32 with bert)")
+    parser.add_argument("--hf-precision", choices=("fp32", "bf16"), default="fp32",
+                        help="transformers' training steps in fp32 (its default) or under the "
+                        "same bf16 autocast")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", default=None)
@@ -257,6 +269,10 @@ def main() -> None:
         args.minutes, args.max_docs, args.max_len = 0.5, args.max_docs or 1500, 64
         args.batch, args.vocab, args.evals, args.eval_examples = 16, 4000, 5, 64
     name = args.name or ("pretrain_budget_quick" if args.quick else "pretrain_budget")
+    import torch
+
+    from lanistr.precision import resolve
+
     threads = setup_torch(args.threads)
     with tempfile.TemporaryDirectory(prefix="lanistr-budget-") as tmp:
         work = Path(tmp)
@@ -266,7 +282,7 @@ def main() -> None:
         print(f"corpus {corpus}: {task.train_size():,} training sequences of {args.max_len} "
               f"tokens; budget {args.minutes:g} min each; load {load_average()}")
         runs = {"lanistr": run_lanistr(run, tokenizer, task, work, eval_times),
-                "transformers": run_hf(run, tokenizer, task, eval_times)}
+                "transformers": run_hf(run, tokenizer, task, eval_times, args.hf_precision)}
     hf_final = runs["transformers"]["curve"][-1]["mlm_loss"]
     reach = time_to_reach(runs["lanistr"]["curve"], hf_final)
     result = {
@@ -275,6 +291,9 @@ def main() -> None:
         "batch_size": args.batch, "lr": args.lr, "vocab_size": tokenizer.vocab_size,
         "lanistr_layout": {"norm": run.model.get("norm", "post"),
                            "dropout": run.model.get("dropout", 0.1)},
+        "precision": {"lanistr": run.train.precision,
+                      "lanistr_resolved": resolve(run.train.precision, torch.device("cpu"))[0],
+                      "transformers": args.hf_precision},
         "threads": threads, "machine": machine_info(), "runs": runs,
         "transformers_final_mlm_loss": hf_final,
         "lanistr_final_mlm_loss": runs["lanistr"]["curve"][-1]["mlm_loss"],

@@ -499,7 +499,10 @@ class TrainConfig:
     save_every: int = 200
     log_every: int = 10
     keep_last: int = 2
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # bf16: autocast (matrix products in bfloat16, weights and optimizer in float32); auto:
+    # bf16 where the device computes it natively, else fp32 (lanistr.precision), resolved
+    # when the run starts and recorded as resolved
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     seed: int = 0
     num_threads: int = 0
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"

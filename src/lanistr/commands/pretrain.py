@@ -14,9 +14,11 @@ def register(sub) -> None:
             "fields), `data` (train/eval files, tokenizer or vocab_size, max_len, "
             "mlm_probability, whole_word_mask, nsp), `train` (batch_size, grad_accum, lr, "
             "warmup_steps, schedule, max_steps or max_minutes, eval_every, save_every, "
-            "keep_last, precision fp32|bf16, seed) and `init` (scratch or a checkpoint dir). "
+            "keep_last, precision fp32|bf16|auto, seed) and `init` (scratch or a checkpoint dir). "
             "Defaults (what learnt fastest per second on a 2-core CPU): the mini model with "
-            "pre-norm blocks and no dropout, batches of 16, lr 1e-3 with 6% warm-up; "
+            "pre-norm blocks and no dropout, batches of 16, lr 1e-3 with 6% warm-up, "
+            "precision auto (bf16 autocast where the CPU or GPU computes bf16 natively, "
+            "else fp32; the run config records which); "
             "train.max_minutes alone makes the learning rate reach 0 exactly at that budget. "
             "Runs under torchrun for data-parallel training. Ctrl-C saves a checkpoint; "
             "`lanistr pretrain --output DIR --resume` continues it with the run's own config."),

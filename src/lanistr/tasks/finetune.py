@@ -262,7 +262,8 @@ def finetune(run: FinetuneRun | Seq2SeqRun | dict, output_dir: str | Path, resum
         if ctx.is_main:
             log.info("froze %.2fM parameters (embeddings%s)", n / 1e6,
                      f" + {options.freeze_layers} layers" if options.freeze_layers else "")
-        frozen_cache.maybe_attach(task, model, options.freeze_layers, options.cache_frozen, ctx)
+        frozen_cache.maybe_attach(task, model, options.freeze_layers, options.cache_frozen, ctx,
+                                  train.precision)
     run = eval_once_per_epoch(run, task, ctx)
     if ctx.is_main:
         log.info("%s: %d training examples, %d labels%s; model %s, %.2fM parameters", run.task,

@@ -20,6 +20,7 @@ import time
 import torch
 from torch import nn
 
+from lanistr.precision import autocast
 from lanistr.tasks.labelled import Encoded, length_batches, pad_batch
 
 log = logging.getLogger("lanistr")
@@ -42,9 +43,11 @@ class FrozenCache:
 
 @torch.no_grad()
 def compute_cache(model: nn.Module, data: Encoded, num_layers: int, pad_id: int,
-                  batch_size: int = 32) -> FrozenCache:
+                  batch_size: int = 32, precision: str = "fp32") -> FrozenCache:
     """Run the embeddings and the first ``num_layers`` layers once over ``data`` (eval mode,
-    batches of similar length so little is padded); returns the states per example."""
+    batches of similar length so little is padded, in the training's ``precision``: the
+    cached states are what the training steps would compute); returns the states per
+    example, in float32."""
     encoder = model.model.encoder
     was_training = model.training
     model.eval()
@@ -53,8 +56,11 @@ def compute_cache(model: nn.Module, data: Encoded, num_layers: int, pad_id: int,
     for pick in length_batches(data.ids, batch_size):
         batch = pad_batch([data.ids[i] for i in pick], pad_id,
                           None if data.types is None else [data.types[i] for i in pick])
-        x, _ = encoder.lower(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                             batch["token_type_ids"].to(device), num_layers)  # (N, D)
+        with autocast(precision, device):
+            x, _ = encoder.lower(batch["input_ids"].to(device),
+                                 batch["attention_mask"].to(device),
+                                 batch["token_type_ids"].to(device), num_layers)  # (N, D)
+        x = x.float()
         lengths = batch["attention_mask"].sum(1).tolist()
         for i, part in zip(pick, torch.split(x, lengths, 0)):
             states[i] = part.clone()
@@ -62,14 +68,14 @@ def compute_cache(model: nn.Module, data: Encoded, num_layers: int, pad_id: int,
     return FrozenCache(states, num_layers)
 
 
-def attach(task, model: nn.Module, num_layers: int) -> None:
+def attach(task, model: nn.Module, num_layers: int, precision: str = "fp32") -> None:
     """Cache the first ``num_layers`` layers' output for the task's training and held-out
     data; from then on the task's batches carry ``frozen_hidden`` and its logits come from
     the layers above (see :meth:`FinetuneTask.collate`)."""
     t = time.perf_counter()
     pad = task.tokenizer.pad_id
-    task.train_cache = compute_cache(model, task.train_data, num_layers, pad)
-    task.eval_cache = (compute_cache(model, task.eval_data, num_layers, pad)
+    task.train_cache = compute_cache(model, task.train_data, num_layers, pad, precision=precision)
+    task.eval_cache = (compute_cache(model, task.eval_data, num_layers, pad, precision=precision)
                        if task.eval_data is not None else None)
     total = task.train_cache.nbytes + (task.eval_cache.nbytes if task.eval_cache else 0)
     log.info("frozen layers: the output of the embeddings + %d layers is computed once and "
@@ -77,7 +83,8 @@ def attach(task, model: nn.Module, num_layers: int) -> None:
              total / 1e9, time.perf_counter() - t, model.config.num_layers - num_layers)
 
 
-def maybe_attach(task, model: nn.Module, freeze_layers: int, enabled: bool, ctx) -> bool:
+def maybe_attach(task, model: nn.Module, freeze_layers: int, enabled: bool, ctx,
+                 precision: str = "fp32") -> bool:
     """:func:`attach` where it applies: layers frozen, ``finetune.cache_frozen`` on, a model
     that can start from a layer (not the hierarchical one), one process (under DDP the
     wrapped model must run whole)."""
@@ -87,5 +94,5 @@ def maybe_attach(task, model: nn.Module, freeze_layers: int, enabled: bool, ctx)
         log.info("finetune.cache_frozen: not used under torchrun (the frozen layers are "
                  "recomputed every step)")
         return False
-    attach(task, model, freeze_layers)
+    attach(task, model, freeze_layers, precision)
     return True

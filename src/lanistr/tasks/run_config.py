@@ -101,7 +101,10 @@ class FinetuneOptions:
 
 
 #: Fine-tuning defaults that differ from the loop's (used where the config does not say).
-TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 16, "warmup_ratio": 0.1}
+#: ``precision: auto``: bf16 autocast where the device computes bf16 natively (lanistr.precision;
+#: fine-tuning steps 1.9x faster on an AVX512-BF16 CPU at the same held-out accuracy)
+TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 16, "warmup_ratio": 0.1,
+                  "precision": "auto"}
 LR_PRETRAINED, LR_SCRATCH = 5e-5, 5e-4
 SEQ2SEQ_TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 32, "warmup_ratio": 0.05}
 SEQ2SEQ_LR_PRETRAINED, SEQ2SEQ_LR_SCRATCH = 3e-4, 5e-4
@@ -110,11 +113,13 @@ SEQ2SEQ_LR_PRETRAINED, SEQ2SEQ_LR_SCRATCH = 3e-4, 5e-4
 #: batches of 16 (more updates per second: 16 beat 32 beat 64), lr 1e-3 with warm-up (2e-3
 #: was worse), and, for the default model (no preset named), pre-norm blocks without dropout
 #: (as in cramming). A named preset keeps its own layout (the `lanistr` design: post-norm).
-PRETRAIN_TRAIN_DEFAULTS = {"lr": 1e-3, "warmup_ratio": 0.06, "batch_size": 16}
+PRETRAIN_TRAIN_DEFAULTS = {"lr": 1e-3, "warmup_ratio": 0.06, "batch_size": 16,
+                           "precision": "auto"}
 PRETRAIN_MODEL_DEFAULTS = {"norm": "pre", "dropout": 0.0, "attention_dropout": 0.0}
 #: Continued-pretraining defaults where the config does not say (a pretrained start point
 #: wants a smaller learning rate than pretraining from scratch).
-DAPT_TRAIN_DEFAULTS = {"lr": 1e-4, "warmup_ratio": 0.06, "max_steps": 1000}
+DAPT_TRAIN_DEFAULTS = {"lr": 1e-4, "warmup_ratio": 0.06, "max_steps": 1000,
+                       "precision": "auto"}
 
 
 @dataclass
@@ -431,7 +436,10 @@ def train_defaults(cls: type[RunConfig], init: str) -> dict:
         return {**SEQ2SEQ_TRAIN_DEFAULTS,
                 "lr": SEQ2SEQ_LR_PRETRAINED if pretrained else SEQ2SEQ_LR_SCRATCH}
     if issubclass(cls, FinetuneRun):
-        return {**TRAIN_DEFAULTS, "lr": LR_PRETRAINED if pretrained else LR_SCRATCH}
+        out = {**TRAIN_DEFAULTS, "lr": LR_PRETRAINED if pretrained else LR_SCRATCH}
+        if cls is DannRun:  # adversarial training not measured in bf16: fp32 unless asked
+            out.pop("precision")
+        return out
     if cls is DaptRun:
         return dict(DAPT_TRAIN_DEFAULTS)
     if cls is PretrainRun:

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lanistr import rundir
+from lanistr import precision, rundir
 from lanistr.config import TrainConfig, dump_yaml
 from lanistr.distributed import DistContext, setup, teardown
 from lanistr.errors import CheckpointError
@@ -53,8 +53,11 @@ def eval_once_per_epoch(run: RunConfig, task, ctx) -> RunConfig:
 
 
 def start(train: TrainConfig, output_dir: Path) -> DistContext:
+    """Set up the processes and the run's log; ``train.precision: auto`` becomes what it
+    resolves to on this device (so the run config records it and a resume keeps it)."""
     ctx = setup(train.dist_backend, device=train.device)
     configure_logging(ctx, output_dir)
+    train.precision = precision.resolve(train.precision, ctx.device)[0]
     return ctx
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lanistr import precision
 from lanistr.config import TrainConfig, to_dict
 from lanistr.distributed import DistContext
 from lanistr.errors import CheckpointError, ConfigError, TrainingError
@@ -148,6 +149,7 @@ class Trainer:
         self.state = TrainState()
         self.order = GlobalOrder(task.train_size(), train.seed)
         self.global_batch = train.batch_size * self.ctx.world_size * train.grad_accum
+        self.precision = precision.resolve(train.precision, self.ctx.device)[0]
         if train.num_threads:
             torch.set_num_threads(train.num_threads)
         torch.manual_seed(train.seed)
@@ -221,6 +223,7 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             log.info("global batch = %d per rank x %d ranks x %d accumulation = %d examples",
                      train.batch_size, ctx.world_size, train.grad_accum, self.global_batch)
+            log.info("%s", precision.describe(self.precision, ctx.device))
         if train.eval_at_start and self.state.step == 0:
             self._log({"step": 0, **self.evaluate()})  # the curve's starting point
         bar = self._progress()
@@ -386,7 +389,7 @@ class Trainer:
         advice = ["lower train.lr", "raise train.warmup_steps"]
         if not self.train.max_grad_norm:
             advice.append("set train.max_grad_norm=1.0")
-        if self.train.precision != "fp32":
+        if self.precision != "fp32":
             advice.append("use train.precision=fp32")
         advice.append("or skip a few bad batches with train.skip_nonfinite=N")
         raise TrainingError(f"{what} at step {step}; training stopped without saving this "
@@ -415,9 +418,7 @@ class Trainer:
         self.optimizer.load_state_dict(optim)
 
     def _autocast(self):
-        if self.train.precision == "bf16":
-            return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return precision.autocast(self.precision, self.ctx.device)
 
     # -- evaluation ----------------------------------------------------------------------------
 
