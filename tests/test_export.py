@@ -408,3 +408,9 @@ def test_hf_export_of_a_head_tail_model_says_how_it_read_long_texts(finetuned, t
     assert saved["lanistr_truncation"] == "head_tail"
     back = transformers.AutoConfig.from_pretrained(tmp_path / "hf")
     assert back.lanistr_truncation == "head_tail"  # transformers keeps it on the config
+    # a refused output (it exists) is only the one-line error: no warning about a model
+    # that is not written
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["export", "--format", "hf", str(model), str(tmp_path / "hf")]) == 2
+    assert not [w for w in caught if "head and tail" in str(w.message)]

@@ -93,12 +93,15 @@ def copy_tokenizer(src: Path, dst: Path, max_len: int) -> bool:
     return True
 
 
-def model_max_length(src: Path, config: LanistrConfig) -> int:
-    """The length the model was fine-tuned at (``finetune.json``), else its ``max_len``."""
+def model_max_length(src: Path, config: LanistrConfig, meta: dict | None = None) -> int:
+    """The length the model was fine-tuned at (``finetune.json``, or ``meta`` where the caller
+    read it already), else its ``max_len``."""
     from lanistr.tasks.run_config import META_FILE
 
-    meta = src / META_FILE
+    if meta is not None:
+        return int(meta.get("max_len") or config.max_len)
+    path = src / META_FILE
     try:
-        return int(json.loads(meta.read_text(encoding="utf-8")).get("max_len") or config.max_len)
+        return int(json.loads(path.read_text(encoding="utf-8")).get("max_len") or config.max_len)
     except (OSError, ValueError, AttributeError):
         return config.max_len

@@ -141,16 +141,19 @@ def export_hf(src: str | Path, out: str | Path, *, overwrite: bool = False) -> s
     from lanistr.tasks.run_config import read_meta
 
     settings = hf_config(config)
-    max_len = model_max_length(src, config)
-    if read_meta(src).get("truncation") == "head_tail":
+    meta = read_meta(src)
+    max_len = model_max_length(src, config, meta)
+    head_tail = meta.get("truncation") == "head_tail"
+    if head_tail:
         settings["lanistr_truncation"] = "head_tail"
-        warnings.warn(f"{src} was fine-tuned on the head and tail of texts longer than "
-                      f"{max_len} tokens (data.truncation=head_tail); a Hugging Face tokenizer "
-                      "keeps only their head, so the export reads long texts differently "
-                      "(`lanistr predict` and the ONNX export read them as trained)", stacklevel=2)
     with output_directory(src, out, overwrite) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         write_text(tmp / "config.json", json.dumps(settings, indent=2) + "\n")
         copy_tokenizer(src, tmp, max_len)
+    if head_tail:  # once the export is written (a refused output path says only that)
+        warnings.warn(f"{src} was fine-tuned on the head and tail of texts longer than "
+                      f"{max_len} tokens (data.truncation=head_tail); a Hugging Face tokenizer "
+                      "keeps only their head, so the export reads long texts differently "
+                      "(`lanistr predict` and the ONNX export read them as trained)", stacklevel=2)
     return HF_ARCHITECTURES[config.architecture]
 
