@@ -165,6 +165,7 @@ def run_seed(name: str, kind: str, train: Path, test: Path, minilm: Path | str, 
             "macro_f1": m["macro_f1"] if kind == "classify" else m["tag_macro_f1"],
             "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
             "load_before": load_before, "load_after": load_after, "chosen": chosen,
+            "precision": (saved.get("train") or {}).get("precision", "fp32"),
             "stop": _stop_line(proc.stdout), "cache": cache.split("lanistr: ")[-1]}
 
 
@@ -239,6 +240,7 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
                      f"({max(times):.1f}) | {test} | {loads} | {verdict} |")
         chosen = runs[0].get("chosen") or {}
         recipes.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(chosen.items()))
+                       + f"; train.precision={runs[0].get('precision', 'fp32')}"
                        + (f"; {runs[0]['cache']}" if runs[0].get("cache") else ""))
     if meta.get("notes"):
         notes += meta["notes"]
