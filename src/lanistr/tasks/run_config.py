@@ -102,7 +102,8 @@ class FinetuneOptions:
 
 #: Fine-tuning defaults that differ from the loop's (used where the config does not say).
 #: ``precision: auto``: bf16 autocast where the device computes bf16 natively (lanistr.precision;
-#: fine-tuning steps 1.9x faster on an AVX512-BF16 CPU at the same held-out accuracy)
+#: on an AVX512-BF16 CPU a fine-tuning step 1.53x faster, benchmarks/results/precision.json, at
+#: the same held-out and test accuracy, benchmarks/results/precision_quality.md)
 TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 16, "warmup_ratio": 0.1,
                   "precision": "auto"}
 LR_PRETRAINED, LR_SCRATCH = 5e-5, 5e-4
