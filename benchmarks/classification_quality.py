@@ -166,6 +166,7 @@ def run_seed(name: str, kind: str, train: Path, test: Path, minilm: Path | str, 
             "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
             "load_before": load_before, "load_after": load_after, "chosen": chosen,
             "precision": (saved.get("train") or {}).get("precision", "fp32"),
+            "group_by_length": (saved.get("train") or {}).get("group_by_length", False),
             "stop": _stop_line(proc.stdout), "cache": cache.split("lanistr: ")[-1]}
 
 
@@ -241,6 +242,7 @@ def write_report(path: Path, results: dict, meta: dict) -> None:
         chosen = runs[0].get("chosen") or {}
         recipes.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(chosen.items()))
                        + f"; train.precision={runs[0].get('precision', 'fp32')}"
+                       + f", train.group_by_length={runs[0].get('group_by_length', False)}"
                        + (f"; {runs[0]['cache']}" if runs[0].get("cache") else ""))
     if meta.get("notes"):
         notes += meta["notes"]

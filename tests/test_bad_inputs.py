@@ -66,6 +66,10 @@ def _copy_run(w, tmp):
     shutil.copytree(w["run"], tmp / "run", ignore=shutil.ignore_patterns("model"))
 
 
+def _copy_ft(w, tmp):
+    shutil.copytree(w["ft"].parent, tmp / "ft", ignore=shutil.ignore_patterns("model"))
+
+
 def _truncate(name):
     def setup(w, tmp):
         _copy_run(w, tmp)
@@ -204,6 +208,9 @@ ROWS = [
     ("resume-other-batch", _copy_run,
      PT + " --resume --output {tmp}/run --set train.batch_size=2", 2, "train.batch_size",
      ["run"]),
+    ("ft-resume-other-batch-grouping", _copy_ft,
+     FT + " --resume --output {tmp}/ft --set train.group_by_length=false", 2,
+     "train.group_by_length", ["ft"]),
     ("resume-other-warmup", _copy_run,
      PT + " --resume --output {tmp}/run --set train.warmup_steps=3", 2,
      "train.warmup_steps", ["run"]),

@@ -139,3 +139,35 @@ def test_length_batches_cover_every_index_once_in_batches_of_similar_length():
     assert sorted(i for shard in shards for b in shard for i in b) == list(range(len(seqs)))
     assert list(length_batches(seqs, 8, limit=3)) == [[1, 2, 0]]  # the first 3 only
     assert list(length_batches([], 4)) == []
+
+
+# --------------------------------------------------------------------- length-grouped batches
+
+
+def test_length_grouped_order_trains_the_same_examples_with_less_padding():
+    from lanistr.tasks.trainer import GlobalOrder, padded_fraction
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(5, 20, 900), rng.integers(100, 128, 100)])
+    rng.shuffle(lengths)
+    size, batch = len(lengths), 16  # 1000 = 62 batches + a remainder of 8
+    plain = GlobalOrder(size, seed=3)
+    grouped = GlobalOrder(size, seed=3, lengths=lengths, group=batch)
+    whole = size - size % batch
+    for epoch in (0, 1):
+        a, b = plain.permutation(epoch), grouped.permutation(epoch)
+        assert sorted(b.tolist()) == list(range(size))
+        # the same examples trained in the epoch, the same remainder skipped
+        assert set(a[:whole].tolist()) == set(b[:whole].tolist())
+        assert np.array_equal(a[whole:], b[whole:])
+        # every batch comes sorted out of one mega-batch: lengths never rise within it
+        blocks = lengths[b[:whole]].reshape(-1, batch)
+        assert (np.diff(blocks, axis=1) <= 0).all()
+        assert padded_fraction(b, lengths, batch) < 0.5 * padded_fraction(a, lengths, batch)
+    # seeded by (seed, epoch): the same order again, another order the next epoch, and the
+    # batches not sorted by length across the epoch
+    again = GlobalOrder(size, seed=3, lengths=lengths, group=batch)
+    assert np.array_equal(again.permutation(1), grouped.permutation(1))
+    assert not np.array_equal(grouped.permutation(0), grouped.permutation(1))
+    firsts = lengths[grouped.permutation(0)[:whole:batch]]
+    assert (np.diff(firsts) > 0).any() and (np.diff(firsts) < 0).any()

@@ -504,6 +504,9 @@ class TrainConfig:
     # when the run starts and recorded as resolved
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     seed: int = 0
+    # batches of examples of similar length (less padding), shuffled: for tasks whose
+    # examples differ in length (fine-tuning); packed pretraining sequences are all alike
+    group_by_length: bool = False
     num_threads: int = 0
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a CUDA GPU when there is one

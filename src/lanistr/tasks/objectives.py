@@ -73,6 +73,9 @@ class FinetuneTask(Task):
     def train_size(self) -> int:
         return len(self.train_data)
 
+    def example_lengths(self):
+        return [int(np.size(x)) for x in self.train_data.ids]
+
     def eval_batches(self, rank, world_size):
         if self.eval_data is None:
             return

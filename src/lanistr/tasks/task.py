@@ -3,7 +3,7 @@ global counts, evaluation, and its parameter groups."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +23,11 @@ class Task:
 
     def train_size(self) -> int:
         raise NotImplementedError
+
+    def example_lengths(self) -> Sequence[int] | None:
+        """Each training example's token count, for batches grouped by length
+        (``train.group_by_length``); None where all are alike (packed sequences)."""
+        return None
 
     def collate(self, indices: list[int], epoch: int) -> Batch:
         """The training micro-batch made of these example indices."""

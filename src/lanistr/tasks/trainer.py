@@ -65,16 +65,30 @@ class TrainState:
 
 
 class GlobalOrder:
-    """Deterministic global example order: a permutation per epoch seeded by (seed, epoch)."""
+    """Deterministic global example order: a permutation per epoch seeded by (seed, epoch).
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True):
+    With ``lengths`` (each example's token count) the permutation is grouped by length, as
+    ``group_by_length`` does in Hugging Face's Trainer: the shuffled order is cut into
+    mega-batches of ``MEGA`` global batches, each sorted by length, and the global batches
+    are then shuffled, so a batch pads its examples to a similar length. Which examples an
+    epoch trains on (all but the same skipped remainder) does not change, only the batching."""
+
+    MEGA = 50
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True,
+                 lengths: np.ndarray | None = None, group: int = 1):
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.lengths, self.group = lengths, group
         self._epoch, self._perm = -1, None
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
             if self.shuffle:
-                self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+                rng = np.random.default_rng([self.seed, epoch])
+                self._perm = rng.permutation(self.size)
+                if self.lengths is not None:
+                    self._perm = group_by_length(self._perm, self.lengths, self.group,
+                                                 self.MEGA, rng)
             else:
                 self._perm = np.arange(self.size)
             self._epoch = epoch
@@ -92,6 +106,30 @@ class GlobalOrder:
         idx = self.permutation(state.epoch)[state.cursor:state.cursor + global_batch]
         state.cursor += global_batch
         return idx
+
+
+def group_by_length(perm: np.ndarray, lengths: np.ndarray, batch: int, mega: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``perm`` reordered so that each run of ``batch`` examples has similar lengths: every
+    ``mega`` batches of it sorted longest first, then the batches shuffled by ``rng``. The
+    remainder after the last whole batch stays at the end, as it was."""
+    whole = len(perm) - len(perm) % batch
+    head = perm[:whole].copy()
+    step = batch * mega
+    for start in range(0, whole, step):
+        chunk = head[start:start + step]
+        head[start:start + step] = chunk[np.argsort(-lengths[chunk], kind="stable")]
+    blocks = head.reshape(-1, batch)[rng.permutation(whole // batch)]
+    return np.concatenate([blocks.reshape(-1), perm[whole:]])
+
+
+def padded_fraction(perm: np.ndarray, lengths: np.ndarray, batch: int) -> float:
+    """The fraction of the tokens of an epoch in ``perm``'s order, in batches of ``batch``
+    padded to their longest, that is padding."""
+    whole = len(perm) - len(perm) % batch
+    blocks = lengths[perm[:whole]].reshape(-1, batch)
+    padded = float(blocks.max(axis=1).sum() * batch)
+    return 1.0 - float(blocks.sum()) / padded if padded else 0.0
 
 
 class _StopFlag:
@@ -147,8 +185,13 @@ class Trainer:
         self.ctx = ctx or DistContext()
         self.run_config = run_config or {}
         self.state = TrainState()
-        self.order = GlobalOrder(task.train_size(), train.seed)
         self.global_batch = train.batch_size * self.ctx.world_size * train.grad_accum
+        lengths = task.example_lengths()
+        # None: train.group_by_length changes nothing (e.g. packed sequences)
+        self._lengths = None if lengths is None else np.asarray(lengths)
+        self.order = GlobalOrder(task.train_size(), train.seed,
+                                 lengths=self._lengths if train.group_by_length else None,
+                                 group=self.global_batch)
         self.precision = precision.resolve(train.precision, self.ctx.device)[0]
         if train.num_threads:
             torch.set_num_threads(train.num_threads)
@@ -224,6 +267,7 @@ class Trainer:
             log.info("global batch = %d per rank x %d ranks x %d accumulation = %d examples",
                      train.batch_size, ctx.world_size, train.grad_accum, self.global_batch)
             log.info("%s", precision.describe(self.precision, ctx.device))
+            self._describe_order()
         if train.eval_at_start and self.state.step == 0:
             self._log({"step": 0, **self.evaluate()})  # the curve's starting point
         bar = self._progress()
@@ -279,6 +323,20 @@ class Trainer:
                         self.state.step, self.latest_checkpoint())
             raise interrupted(stop.signum)
         return self.state
+
+    def _describe_order(self) -> None:
+        if self._lengths is None:
+            return
+        b, epoch = self.train.batch_size, self.state.epoch
+        rng = np.random.default_rng([self.train.seed, epoch])
+        shuffled = padded_fraction(rng.permutation(len(self._lengths)), self._lengths, b)
+        if self.order.lengths is None:
+            log.info("batches shuffled: %.0f%% of their tokens are padding "
+                     "(train.group_by_length groups them by length)", 100 * shuffled)
+            return
+        grouped = padded_fraction(self.order.permutation(epoch), self._lengths, b)
+        log.info("batches grouped by length (train.group_by_length): %.0f%% of the tokens "
+                 "are padding (%.0f%% in shuffled batches)", 100 * grouped, 100 * shuffled)
 
     def _agree(self, flag: bool) -> bool:
         """Every rank stops together if any rank wants to."""
@@ -723,12 +781,13 @@ class Trainer:
                             f"steps, not {self.total_steps}")
         if old_batch != self.global_batch:
             problems.append(f"the global batch ({old_batch} examples, now {self.global_batch})")
-        if old.seed != self.train.seed:
-            problems.append("the data order (seed)")
+        if old.seed != self.train.seed or (self._lengths is not None and
+                                           old.group_by_length != self.train.group_by_length):
+            problems.append("the data order")
         if not problems:
             return
         keys = ("lr", "schedule", "schedule_by", "max_minutes", "warmup_steps", "warmup_ratio",
-                "max_steps", "epochs", "batch_size", "grad_accum", "seed")
+                "max_steps", "epochs", "batch_size", "grad_accum", "seed", "group_by_length")
         differ = [f"train.{k}={getattr(self.train, k)} (checkpoint: {getattr(old, k)})"
                   for k in keys if getattr(old, k) != getattr(self.train, k)]
         if old_batch != self.global_batch and not any("batch" in d for d in differ):
