@@ -9,11 +9,13 @@ command and of its training loop (the wall time less the frozen-layer cache, whi
 length-sorted in both arms).
 
     python benchmarks/length_grouping.py [--datasets reuters-r8,spamassassin,20newsgroups,brown]
+        [--seeds 0,1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import shutil
@@ -45,13 +47,13 @@ def split(dataset: str, work: Path, train_size: int, held_out: int) -> tuple[Pat
 
 
 def run_arm(minilm: Path, dataset: str, train: Path, held: Path, grouped: bool, epochs: int,
-            out: Path) -> dict:
+            seed: int, out: Path) -> dict:
     from lanistr.tasks.finetune import finetune
 
     run = {"task": "tag" if dataset == "brown" else "classify", "init": str(minilm),
            "data": {"train": str(train), "eval": str(held)},
            "train": {"epochs": epochs, "save_every": 0, "keep_last": 1, "progress": False,
-                     "seed": 0, "overwrite_output": True, "group_by_length": grouped}}
+                     "seed": seed, "overwrite_output": True, "group_by_length": grouped}}
     shutil.rmtree(out, ignore_errors=True)  # train.log appends: parse this run's alone
     start = time.perf_counter()
     finetune(run, out)
@@ -75,52 +77,71 @@ def markdown(result: dict) -> str:
         f"Written by `benchmarks/length_grouping.py`: the default recipe from converted MiniLM, "
         f"{result['train_size']} training examples of each dataset, scored on "
         f"{result['held_out']} other training examples (seed-0 split; test sets not read), "
-        f"{result['epochs']} epochs, the two arms one after the other in one invocation, "
-        f"{result['machine']['torch_threads']} threads. Loop = wall time less the "
-        "frozen-layer cache (built length-sorted in both arms).", "",
-        "| dataset | batches | held-out per epoch | padding | loop s | wall s | loop speed-up |",
-        "|---|---|---|---:|---:|---:|---:|"]
-    for name, arms in result["datasets"].items():
-        for arm, r in arms.items():
-            metric = [" / ".join(f"{v:.3f}" for v in e.values()) for e in r["held_out_per_epoch"]]
-            speed = (f"{arms['shuffled']['loop_s'] / r['loop_s']:.2f}x"
-                     if arm == "grouped" and "shuffled" in arms else "")
-            lines.append(f"| {name} | {arm} | {'; '.join(metric)} | {r['padding_pct']}% | {r['loop_s']} | "
-                         f"{r['wall_s']} | {speed} |")
-    keys = {k for arms in result["datasets"].values() for r in arms.values()
-            for e in r["held_out_per_epoch"] for k in e}
+        f"{result['epochs']} epochs, training seeds as listed, the two arms one after the other "
+        f"in one invocation, {result['machine']['torch_threads']} threads. Loop = wall time less "
+        "the frozen-layer cache (built length-sorted in both arms).", "",
+        "| dataset | seed | batches | held-out per epoch | padding | loop s | wall s | "
+        "loop speed-up |", "|---|---:|---|---|---:|---:|---:|---:|"]
+    deltas = []
+    for name, seeds in result["datasets"].items():
+        for seed, arms in seeds.items():
+            for arm, r in arms.items():
+                metric = [" / ".join(f"{v:.3f}" for v in e.values())
+                          for e in r["held_out_per_epoch"]]
+                speed = (f"{arms['shuffled']['loop_s'] / r['loop_s']:.2f}x"
+                         if arm == "grouped" and "shuffled" in arms else "")
+                lines.append(f"| {name} | {seed} | {arm} | {'; '.join(metric)} | "
+                             f"{r['padding_pct']}% | {r['loop_s']} | {r['wall_s']} | {speed} |")
+            if len(arms) == 2:
+                first = [next(iter(arms[a]["held_out_per_epoch"][-1].values())) for a in ARMS]
+                deltas.append((name, seed, first[1] - first[0]))
+    keys = {k for seeds in result["datasets"].values() for arms in seeds.values()
+            for r in arms.values() for e in r["held_out_per_epoch"] for k in e}
     lines += ["", f"Held-out metrics per epoch: {', '.join(sorted(keys))} (in that order). "
               "Load averages in `length_grouping.json`."]
+    if deltas:
+        mean = sum(d for *_, d in deltas) / len(deltas)
+        lines += ["", "Last-epoch held-out accuracy, grouped minus shuffled: "
+                  + ", ".join(f"{n} seed {s} {100 * d:+.1f}" for n, s, d in deltas)
+                  + f" points; mean {100 * mean:+.2f} over {len(deltas)} pairs."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="reuters-r8,spamassassin,20newsgroups,brown")
+    p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1 (the split stays)")
     p.add_argument("--train-size", type=int, default=2000)
     p.add_argument("--held-out", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--work", default="/tmp/lanistr-length-grouping")
     p.add_argument("--out", default=str(_common.RESULTS / "length_grouping.json"))
+    p.add_argument("--fresh", action="store_true", help="drop the results already in --out")
     args = p.parse_args(argv)
     from lanistr.io import write_text
 
     _common.setup_torch(args.threads)
     work = Path(args.work)
     minilm = _common.converted_minilm(work / "minilm")
+    out = Path(args.out)
     result = {"train_size": args.train_size, "held_out": args.held_out, "epochs": args.epochs,
-              "machine": _common.machine_info(), "load_average_start": _common.load_average(),
-              "datasets": {}}
-    for dataset in args.datasets.split(","):
-        (work / dataset).mkdir(parents=True, exist_ok=True)
-        train, held = split(dataset, work / dataset, args.train_size, args.held_out)
-        for arm, grouped in ARMS.items():
-            r = run_arm(minilm, dataset, train, held, grouped, args.epochs, work / dataset / arm)
-            result["datasets"].setdefault(dataset, {})[arm] = r
-            print(dataset, arm, r, flush=True)
-            _common.write_json("length_grouping", result, args.out)
-            write_text(Path(args.out).with_suffix(".md"), markdown(result))
+              "machine": _common.machine_info(), "datasets": {}}
+    if out.is_file() and not args.fresh:  # add seeds or datasets to a run of the same setup
+        old = json.loads(out.read_text(encoding="utf-8"))
+        if all(old.get(k) == result[k] for k in ("train_size", "held_out", "epochs")):
+            result["datasets"] = old.get("datasets", {})
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for dataset in args.datasets.split(","):
+            (work / dataset).mkdir(parents=True, exist_ok=True)
+            train, held = split(dataset, work / dataset, args.train_size, args.held_out)
+            for arm, grouped in ARMS.items():
+                r = run_arm(minilm, dataset, train, held, grouped, args.epochs, seed,
+                            work / dataset / arm)
+                result["datasets"].setdefault(dataset, {}).setdefault(str(seed), {})[arm] = r
+                print(dataset, seed, arm, r, flush=True)
+                _common.write_json("length_grouping", result, out)
+                write_text(out.with_suffix(".md"), markdown(result))
     return 0
 
 

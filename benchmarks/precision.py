@@ -12,6 +12,10 @@ run; results are ratios):
   depend on them), the lower 4 layers frozen and cached, so the step runs the top 2 layers and
   the head on cached states of a batch of 16 x 256 tokens.
 
+``--compile`` adds the two steps in bf16 with the model's forward under ``torch.compile``
+(issue #19's last speed lever; its first call, the compilation, is timed apart). The batches
+here keep one shape; real batches vary in length and masked count, which recompiles.
+
 ``lanistr.precision.resolve("auto", cpu)`` says what ``auto`` picks here; the quality side
 (held-out accuracy, loss) is measured by ``recipe_study.py`` and ``pretrain_budget.py``.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 
-def contenders(precision: str, seed: int = 0) -> dict:
+def contenders(precision: str, seed: int = 0, compiled: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -55,9 +60,11 @@ def contenders(precision: str, seed: int = 0) -> dict:
     targets = ids[positions]
     mask, types = torch.ones_like(ids), torch.zeros_like(ids)
 
+    mlm_forward = torch.compile(mlm) if compiled else mlm
+
     def pretrain_step():
         with autocast(precision, cpu):
-            logits = mlm(ids, mask, types, mlm_positions=positions).logits
+            logits = mlm_forward(ids, mask, types, mlm_positions=positions).logits
         F.cross_entropy(logits.float(), targets).backward()
         opt_mlm.step()
         opt_mlm.zero_grad(set_to_none=True)
@@ -73,9 +80,11 @@ def contenders(precision: str, seed: int = 0) -> dict:
     states = torch.randn(int(lengths.sum()), 384, generator=g)
     labels = torch.randint(0, 20, (16,), generator=g)
 
+    top_forward = torch.compile(clf.logits_from_layer) if compiled else clf.logits_from_layer
+
     def finetune_step():
         with autocast(precision, cpu):
-            logits = clf.logits_from_layer(states, attn, 4)
+            logits = top_forward(states, attn, 4)
         F.cross_entropy(logits.float(), labels).backward()
         opt_clf.step()
         opt_clf.zero_grad(set_to_none=True)
@@ -88,6 +97,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--compile", action="store_true",
+                   help="also time the bf16 steps with torch.compile")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
@@ -97,7 +108,15 @@ def main(argv=None) -> int:
     threads = _common.setup_torch(args.threads)
     load_before = _common.load_average()
     runs = {prec: contenders(prec) for prec in ("fp32", "bf16")}
-    flat = {f"{name}/{prec}": fn for prec, fns in runs.items() for name, fn in fns.items()}
+    compile_s = {}
+    if args.compile:
+        runs["bf16+compile"] = contenders("bf16", compiled=True)
+        for name, fn in runs["bf16+compile"].items():
+            start = time.perf_counter()
+            fn()
+            compile_s[name] = round(time.perf_counter() - start, 1)
+    flat = {f"{name}/{prec}": fn for prec, fns in runs.items() for name, fn in fns.items()
+            if not (prec == "bf16+compile" and name == "matmul")}
     times = _common.interleaved(flat, repeats=args.repeats, warmup=2)
     result = {"threads": threads, "repeats": args.repeats, "machine": _common.machine_info(),
               "load_average_before": load_before, "load_average_after": _common.load_average(),
@@ -107,10 +126,18 @@ def main(argv=None) -> int:
     for name in runs["fp32"]:
         fp32 = _common.median(times[f"{name}/fp32"])
         bf16 = _common.median(times[f"{name}/bf16"])
-        result["steps"][name] = {"fp32_ms": round(fp32 * 1e3, 2), "bf16_ms": round(bf16 * 1e3, 2),
-                                 "bf16_speedup": round(fp32 / bf16, 2)}
-        print(f"{name:14s} fp32 {fp32 * 1e3:8.1f} ms  bf16 {bf16 * 1e3:8.1f} ms  "
-              f"bf16 {fp32 / bf16:.2f}x")
+        row = result["steps"][name] = {"fp32_ms": round(fp32 * 1e3, 2),
+                                       "bf16_ms": round(bf16 * 1e3, 2),
+                                       "bf16_speedup": round(fp32 / bf16, 2)}
+        line = (f"{name:14s} fp32 {fp32 * 1e3:8.1f} ms  bf16 {bf16 * 1e3:8.1f} ms  "
+                f"bf16 {fp32 / bf16:.2f}x")
+        if f"{name}/bf16+compile" in times and name != "matmul":
+            comp = _common.median(times[f"{name}/bf16+compile"])
+            row.update(bf16_compile_ms=round(comp * 1e3, 2),
+                       compile_speedup_over_bf16=round(bf16 / comp, 2),
+                       compile_first_call_s=compile_s[name])
+            line += f"  bf16+compile {comp * 1e3:8.1f} ms ({bf16 / comp:.2f}x over bf16)"
+        print(line)
     print(f"auto resolves to {result['auto_resolves_to']['precision']} "
           f"({result['auto_resolves_to']['why']}); load {load_before} -> "
           f"{result['load_average_after']}")

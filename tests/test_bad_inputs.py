@@ -209,7 +209,7 @@ ROWS = [
      PT + " --resume --output {tmp}/run --set train.batch_size=2", 2, "train.batch_size",
      ["run"]),
     ("ft-resume-other-batch-grouping", _copy_ft,
-     FT + " --resume --output {tmp}/ft --set train.group_by_length=false", 2,
+     FT + " --resume --output {tmp}/ft --set train.group_by_length=true", 2,
      "train.group_by_length", ["ft"]),
     ("resume-other-warmup", _copy_run,
      PT + " --resume --output {tmp}/run --set train.warmup_steps=3", 2,

@@ -468,12 +468,12 @@ def test_interrupted_finetune_resumes_bitwise(toy, tmp_path, monkeypatch):
 
 
 def test_length_grouped_accumulation_equals_a_bigger_batch(toy, tmp_path, caplog):
-    """Grouping by length batches a global batch's examples together (the loop's default for
-    fine-tuning): 2 accumulated micro-batches of 4 train exactly as one batch of 8."""
+    """Grouping by length batches a global batch's examples together: 2 accumulated
+    micro-batches of 4 train exactly as one batch of 8."""
     from lanistr.config import apply_overrides
 
     common = {"train.max_steps": 6, "train.epochs": 0, "train.precision": "fp32",
-              "train.eval_every": 0}
+              "train.eval_every": 0, "train.group_by_length": "true"}
     runs = {"acc": {"train.batch_size": 4, "train.grad_accum": 2}, "big": {}}
     for name, extra in runs.items():
         sets = toy_sets(toy, **common, **extra)
