@@ -104,7 +104,7 @@ class FinetuneOptions:
 #: ``precision: auto``: bf16 autocast where the device computes bf16 natively (lanistr.precision;
 #: on an AVX512-BF16 CPU a fine-tuning step 1.53x faster, benchmarks/results/precision.json, at
 #: the same held-out and test accuracy, benchmarks/results/precision_quality.md)
-#: ``train.group_by_length`` stays off: 1.46-1.89x faster training loops on 20 Newsgroups and
+#: ``train.group_by_length`` stays off: 1.43-1.89x faster training loops on 20 Newsgroups and
 #: Reuters-R8, but held-out accuracy -1.1 and -1.4 points on 20 Newsgroups (2 seeds), -0.35 on
 #: average over 4 datasets (benchmarks/results/length_grouping.md)
 TRAIN_DEFAULTS = {"epochs": 3.0, "max_steps": 0, "batch_size": 16, "warmup_ratio": 0.1,
