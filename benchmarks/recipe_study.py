@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
                          "progress": False, "seed": 0, "overwrite_output": True}}
         for key, value in json.loads(sections).items():
             run.setdefault(key, {}).update(value)
+        shutil.rmtree(work / name, ignore_errors=True)  # train.log appends: this run's alone
         start = time.perf_counter()
         finetune(run, work / name)
         wall = time.perf_counter() - start
