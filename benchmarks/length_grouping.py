@@ -78,7 +78,8 @@ def markdown(result: dict) -> str:
         f"{result['train_size']} training examples of each dataset, scored on "
         f"{result['held_out']} other training examples (seed-0 split; test sets not read), "
         f"{result['epochs']} epochs, training seeds as listed, the two arms one after the other "
-        f"in one invocation, {result['machine']['torch_threads']} threads. Loop = wall time less "
+        f"in one invocation, {result['machine']['torch_threads']} threads; mega-batches of "
+        f"{result.get('mega', 50)} global batches. Loop = wall time less "
         "the frozen-layer cache (built length-sorted in both arms).", "",
         "| dataset | seed | batches | held-out per epoch | padding | loop s | wall s | "
         "loop speed-up |", "|---|---:|---|---|---:|---:|---:|---:|"]
@@ -118,24 +119,34 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="/tmp/lanistr-length-grouping")
     p.add_argument("--out", default=str(_common.RESULTS / "length_grouping.json"))
     p.add_argument("--fresh", action="store_true", help="drop the results already in --out")
+    p.add_argument("--arms", default=",".join(ARMS), help="which of shuffled,grouped to run")
+    p.add_argument("--mega", type=int, default=0,
+                   help="global batches per length-sorted mega-batch (default: the trainer's)")
     args = p.parse_args(argv)
+    if args.mega:
+        from lanistr.tasks.trainer import GlobalOrder
+
+        GlobalOrder.MEGA = args.mega
     from lanistr.io import write_text
 
     _common.setup_torch(args.threads)
     work = Path(args.work)
     minilm = _common.converted_minilm(work / "minilm")
     out = Path(args.out)
+    from lanistr.tasks.trainer import GlobalOrder
+
     result = {"train_size": args.train_size, "held_out": args.held_out, "epochs": args.epochs,
-              "machine": _common.machine_info(), "datasets": {}}
+              "mega": GlobalOrder.MEGA, "machine": _common.machine_info(), "datasets": {}}
     if out.is_file() and not args.fresh:  # add seeds or datasets to a run of the same setup
         old = json.loads(out.read_text(encoding="utf-8"))
-        if all(old.get(k) == result[k] for k in ("train_size", "held_out", "epochs")):
+        if all(old.get(k, 50 if k == "mega" else None) == result[k]
+               for k in ("train_size", "held_out", "epochs", "mega")):
             result["datasets"] = old.get("datasets", {})
     for seed in [int(x) for x in args.seeds.split(",")]:
         for dataset in args.datasets.split(","):
             (work / dataset).mkdir(parents=True, exist_ok=True)
             train, held = split(dataset, work / dataset, args.train_size, args.held_out)
-            for arm, grouped in ARMS.items():
+            for arm, grouped in ((a, ARMS[a]) for a in args.arms.split(",")):
                 r = run_arm(minilm, dataset, train, held, grouped, args.epochs, seed,
                             work / dataset / arm)
                 result["datasets"].setdefault(dataset, {}).setdefault(str(seed), {})[arm] = r
