@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -170,6 +171,26 @@ def converted_minilm(directory: str | os.PathLike) -> Path:
     if not (directory / "model.safetensors").is_file():
         convert_hf(minilm_path(), directory)
     return directory
+
+
+def held_out_split(dataset: str, work: Path, train_size: int,
+                   held_out: int) -> tuple[Path, Path]:
+    """Seed-0 split of a fetched dataset's training file (JSONL lines, or CoNLL sentences for
+    Brown) into ``train_size`` training and ``held_out`` held-out items, written into ``work``;
+    the test set is not read."""
+    from lanistr.data.fetch import dataset_dir
+
+    tagging = dataset == "brown"
+    source = dataset_dir(dataset) / ("train.conll" if tagging else "train.jsonl")
+    text = source.read_text(encoding="utf-8")
+    sep = "\n\n" if tagging else "\n"
+    items = [x.strip("\n") for x in text.split(sep) if x.strip()]
+    random.Random(0).shuffle(items)
+    suffix = ".conll" if tagging else ".jsonl"
+    train, held = work / f"train{suffix}", work / f"held_out{suffix}"
+    train.write_text(sep.join(items[:train_size]) + "\n", encoding="utf-8")
+    held.write_text(sep.join(items[train_size:train_size + held_out]) + "\n", encoding="utf-8")
+    return train, held
 
 
 def write_json(name: str, data: dict, out: str | os.PathLike | None = None) -> Path:

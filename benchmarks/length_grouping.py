@@ -1,4 +1,4 @@
-"""Length-grouped training batches (``train.group_by_length``, the fine-tuning default) against
+"""Length-grouped training batches (``train.group_by_length``, an option, off by default) against
 shuffled batches: the default recipe from converted MiniLM on ``--train-size`` training examples
 of each dataset, scored on ``--held-out`` OTHER training examples (a seeded split of the training
 file; test sets are never read), both arms in the same invocation, one after the other.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import shutil
 import sys
@@ -27,23 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 ARMS = {"shuffled": False, "grouped": True}
-
-
-def split(dataset: str, work: Path, train_size: int, held_out: int) -> tuple[Path, Path]:
-    """Seed-0 split of the training file into a training and a held-out part."""
-    from lanistr.data.fetch import dataset_dir
-
-    tagging = dataset == "brown"
-    source = dataset_dir(dataset) / ("train.conll" if tagging else "train.jsonl")
-    text = source.read_text(encoding="utf-8")
-    sep = "\n\n" if tagging else "\n"
-    items = [x.strip("\n") for x in text.split(sep) if x.strip()]
-    random.Random(0).shuffle(items)
-    suffix = ".conll" if tagging else ".jsonl"
-    train, held = work / f"train{suffix}", work / f"held_out{suffix}"
-    train.write_text(sep.join(items[:train_size]) + "\n", encoding="utf-8")
-    held.write_text(sep.join(items[train_size:train_size + held_out]) + "\n", encoding="utf-8")
-    return train, held
 
 
 def run_arm(minilm: Path, dataset: str, train: Path, held: Path, grouped: bool, epochs: int,
@@ -123,18 +105,15 @@ def main(argv=None) -> int:
     p.add_argument("--mega", type=int, default=0,
                    help="global batches per length-sorted mega-batch (default: the trainer's)")
     args = p.parse_args(argv)
-    if args.mega:
-        from lanistr.tasks.trainer import GlobalOrder
-
-        GlobalOrder.MEGA = args.mega
     from lanistr.io import write_text
+    from lanistr.tasks.trainer import GlobalOrder
 
+    if args.mega:  # the runs train in this process
+        GlobalOrder.MEGA = args.mega
     _common.setup_torch(args.threads)
     work = Path(args.work)
     minilm = _common.converted_minilm(work / "minilm")
     out = Path(args.out)
-    from lanistr.tasks.trainer import GlobalOrder
-
     result = {"train_size": args.train_size, "held_out": args.held_out, "epochs": args.epochs,
               "mega": GlobalOrder.MEGA, "machine": _common.machine_info(), "datasets": {}}
     if out.is_file() and not args.fresh:  # add seeds or datasets to a run of the same setup
@@ -145,7 +124,8 @@ def main(argv=None) -> int:
     for seed in [int(x) for x in args.seeds.split(",")]:
         for dataset in args.datasets.split(","):
             (work / dataset).mkdir(parents=True, exist_ok=True)
-            train, held = split(dataset, work / dataset, args.train_size, args.held_out)
+            train, held = _common.held_out_split(dataset, work / dataset, args.train_size,
+                                                 args.held_out)
             for arm, grouped in ((a, ARMS[a]) for a in args.arms.split(",")):
                 r = run_arm(minilm, dataset, train, held, grouped, args.epochs, seed,
                             work / dataset / arm)

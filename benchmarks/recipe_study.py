@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import time
@@ -40,19 +39,12 @@ def main(argv=None) -> int:
 
     import re
 
-    from lanistr.data.fetch import dataset_dir
     from lanistr.tasks.finetune import finetune
 
     work = Path(args.work) / args.dataset
     work.mkdir(parents=True, exist_ok=True)
     minilm = _common.converted_minilm(Path(args.work) / "minilm")
-    rows = [r for r in (dataset_dir(args.dataset) / "train.jsonl").read_text(
-        encoding="utf-8").splitlines() if r.strip()]
-    random.Random(0).shuffle(rows)
-    train, held = work / "train.jsonl", work / "held_out.jsonl"
-    train.write_text("\n".join(rows[:args.train_size]) + "\n", encoding="utf-8")
-    held.write_text("\n".join(rows[args.train_size:args.train_size + args.held_out]) + "\n",
-                    encoding="utf-8")
+    train, held = _common.held_out_split(args.dataset, work, args.train_size, args.held_out)
     out_path = _common.RESULTS / f"recipe_study_{args.dataset}.json"
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     results.setdefault("variants", {})

@@ -21,8 +21,8 @@ def register(sub) -> None:
             "batch_size=16, warmup_ratio=0.1, lr=5e-5 (5e-4 from scratch), precision=auto "
             "(bf16 autocast where the CPU or GPU computes bf16 natively, else fp32), "
             "evaluation once per epoch (group_by_length=true: batches of similar lengths, "
-            "less padding, faster but measured to cost some accuracy). The label set is the sorted set of training labels. With held-out "
-            "data the best model on finetune.metric is kept (default macro_f1 / entity_f1 / "
+            "less padding, faster but measured to cost some accuracy). The label set is the "
+            "sorted set of training labels. With held-out data the best model on finetune.metric is kept (default macro_f1 / entity_f1 / "
             "token_accuracy) and training stops after `patience` evaluations without gain."),
         epilog="example: lanistr finetune --config examples/finetune_spam.yaml "
                "--output runs/spam",

@@ -328,14 +328,13 @@ class Trainer:
         if self._lengths is None:
             return
         b, epoch = self.train.batch_size, self.state.epoch
+        shuffled = padded_fraction(GlobalOrder(len(self._lengths), self.train.seed)
+                                   .permutation(epoch), self._lengths, b)
         if self.order.lengths is None:
             log.info("batches shuffled: %.0f%% of their tokens are padding (train."
                      "group_by_length: true pads less, faster but measured to cost some "
-                     "accuracy)", 100 * padded_fraction(self.order.permutation(epoch),
-                                                        self._lengths, b))
+                     "accuracy)", 100 * shuffled)
             return
-        rng = np.random.default_rng([self.train.seed, epoch])
-        shuffled = padded_fraction(rng.permutation(len(self._lengths)), self._lengths, b)
         grouped = padded_fraction(self.order.permutation(epoch), self._lengths, b)
         log.info("batches grouped by length (train.group_by_length): %.0f%% of the tokens "
                  "are padding (%.0f%% in shuffled batches)", 100 * grouped, 100 * shuffled)
