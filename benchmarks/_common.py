@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import platform
 import random
+import re
+import shutil
 import statistics
 import sys
 import time
@@ -191,6 +193,37 @@ def held_out_split(dataset: str, work: Path, train_size: int,
     train.write_text(sep.join(items[:train_size]) + "\n", encoding="utf-8")
     held.write_text(sep.join(items[train_size:train_size + held_out]) + "\n", encoding="utf-8")
     return train, held
+
+
+def held_out_finetune(minilm: Path, dataset: str, train: Path, held: Path, epochs: int,
+                      seed: int, out: Path, sections: dict) -> dict:
+    """Fine-tune converted MiniLM with the default recipe plus ``sections`` (run-config
+    sections, e.g. ``{"train": {"group_by_length": True}}``) on a :func:`held_out_split`,
+    scored on its held-out part each epoch: per-epoch held-out metrics, wall time, the
+    training loop's time (wall less the frozen-layer cache), padding share, load."""
+    from lanistr.tasks.finetune import finetune
+
+    run = {"task": "tag" if dataset == "brown" else "classify", "init": str(minilm),
+           "data": {"train": str(train), "eval": str(held)},
+           "train": {"epochs": epochs, "save_every": 0, "keep_last": 1, "progress": False,
+                     "seed": seed, "overwrite_output": True}}
+    for key, value in sections.items():
+        run.setdefault(key, {}).update(value)
+    shutil.rmtree(out, ignore_errors=True)  # train.log appends: parse this run's alone
+    start = time.perf_counter()
+    finetune(run, out)
+    wall = time.perf_counter() - start
+    log = (out / "train.log").read_text(encoding="utf-8")
+    cache = re.search(r"cached \([0-9.]+ GB, ([0-9]+) s", log)
+    padding = re.search(r"([0-9]+)% of (?:the|their) tokens are padding", log)
+    per_epoch = [dict((k, float(v)) for k, v in re.findall(r"eval_(\w+)=([0-9.]+)", line)
+                      if k != "loss")
+                 for line in log.splitlines() if "eval_" in line]
+    cache_s = float(cache.group(1)) if cache else 0.0
+    return {"held_out_per_epoch": per_epoch, "wall_s": round(wall, 1),
+            "loop_s": round(wall - cache_s, 1), "cache_s": cache_s,
+            "padding_pct": int(padding.group(1)) if padding else None,
+            "load_average": load_average()}
 
 
 def write_json(name: str, data: dict, out: str | os.PathLike | None = None) -> Path:

@@ -16,41 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 ARMS = {"shuffled": False, "grouped": True}
-
-
-def run_arm(minilm: Path, dataset: str, train: Path, held: Path, grouped: bool, epochs: int,
-            seed: int, out: Path) -> dict:
-    from lanistr.tasks.finetune import finetune
-
-    run = {"task": "tag" if dataset == "brown" else "classify", "init": str(minilm),
-           "data": {"train": str(train), "eval": str(held)},
-           "train": {"epochs": epochs, "save_every": 0, "keep_last": 1, "progress": False,
-                     "seed": seed, "overwrite_output": True, "group_by_length": grouped}}
-    shutil.rmtree(out, ignore_errors=True)  # train.log appends: parse this run's alone
-    start = time.perf_counter()
-    finetune(run, out)
-    wall = time.perf_counter() - start
-    log = (out / "train.log").read_text(encoding="utf-8")
-    cache = re.search(r"cached \([0-9.]+ GB, ([0-9]+) s\)", log)
-    padding = re.search(r"([0-9]+)% of (?:the|their) tokens are padding", log)
-    per_epoch = [dict((k, float(v)) for k, v in re.findall(r"eval_(\w+)=([0-9.]+)", line)
-                      if k != "loss")
-                 for line in log.splitlines() if "eval_" in line]
-    cache_s = float(cache.group(1)) if cache else 0.0
-    return {"held_out_per_epoch": per_epoch, "wall_s": round(wall, 1),
-            "loop_s": round(wall - cache_s, 1), "cache_s": cache_s,
-            "padding_pct": int(padding.group(1)) if padding else None,
-            "load_average": _common.load_average()}
 
 
 def markdown(result: dict) -> str:
@@ -127,8 +99,9 @@ def main(argv=None) -> int:
             train, held = _common.held_out_split(dataset, work / dataset, args.train_size,
                                                  args.held_out)
             for arm, grouped in ((a, ARMS[a]) for a in args.arms.split(",")):
-                r = run_arm(minilm, dataset, train, held, grouped, args.epochs, seed,
-                            work / dataset / arm)
+                r = _common.held_out_finetune(
+                    minilm, dataset, train, held, args.epochs, seed, work / dataset / arm,
+                    {"train": {"group_by_length": grouped}})
                 result["datasets"].setdefault(dataset, {}).setdefault(str(seed), {})[arm] = r
                 print(dataset, seed, arm, r, flush=True)
                 _common.write_json("length_grouping", result, out)

@@ -40,6 +40,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     setup_torch,
+    write_json,
 )
 
 
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in results[name].items()
                           if k not in ("curve", "run_config")}), flush=True)
     if args.only:
-        Path(args.out).write_text(json.dumps(results[args.only], indent=1), encoding="utf-8")
+        write_json("time_to_accuracy", results[args.only], args.out)
         return 0
     return _write(args, results, concurrent=False)
 
@@ -277,9 +278,7 @@ def _write(args, results: dict, concurrent: bool) -> int:
         a, b = results["new"], results["new-fp32"]
         if a["steps"] == b["steps"] or (a["reached"] and b["reached"]):  # the same work done
             out["wall_fp32_over_auto"] = round(b["wall_s"] / a["wall_s"], 2)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json('time_to_accuracy', out, args.out)}")
     return 0
 
 

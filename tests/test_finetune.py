@@ -440,16 +440,22 @@ def test_train_defaults_fill_only_what_the_config_leaves_out(toy):
 # --------------------------------------------------------------------------- loop integration
 
 
-def test_interrupted_finetune_resumes_bitwise(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("head_init", ["random", "probe"])
+def test_interrupted_finetune_resumes_bitwise(toy, tmp_path, monkeypatch, head_init):
+    """Also with the head warm-up (lanistr.tasks.head_probe), which the resumed run skips:
+    the checkpoint holds the head it had reached."""
     import os
     import signal
 
     from lanistr.config import apply_overrides
 
     sets = toy_sets(toy, **{"train.max_steps": 8, "train.epochs": 0, "train.save_every": 100,
-                            "model.dropout": 0.1})
+                            "model.dropout": 0.1, "finetune.head_init": head_init})
     run = apply_overrides({}, sets[1::2])
     ft.finetune(run, tmp_path / "straight")
+    probed = "fitted to the pretrained features" in (tmp_path / "straight" / "train.log").read_text()
+    assert probed == (head_init == "probe")
+    assert f"head_init: {head_init}" in (tmp_path / "straight" / "run_config.yaml").read_text()
     original, calls = objectives.ClassificationTask.collate, {"n": 0}
 
     def collate(self, indices, epoch):

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from lanistr import precision
 from lanistr.checkpoint import load_with_new_head
 from lanistr.config import LanistrConfig, from_dict
 from lanistr.data.tokenizer import Tokenizer
 from lanistr.distributed import DistContext
 from lanistr.errors import ConfigError, DataError
 from lanistr.io import write_json
-from lanistr.tasks import frozen_cache, recipe
+from lanistr.tasks import frozen_cache, head_probe, recipe
 from lanistr.tasks.labelled import (
     Encoded,
     concat_encoded,
@@ -257,13 +258,16 @@ def finetune(run: FinetuneRun | Seq2SeqRun | dict, output_dir: str | Path, resum
     torch.manual_seed(train.seed)
     model, task = TASKS[run.task](Setup(run, tokenizer, ctx, truncate))
     options = run.finetune
+    compute = precision.resolve(train.precision, ctx.device)[0]  # what the steps will run in
     if options.freeze_embeddings or options.freeze_layers:
         n = freeze(model, options.freeze_embeddings, options.freeze_layers)
         if ctx.is_main:
             log.info("froze %.2fM parameters (embeddings%s)", n / 1e6,
                      f" + {options.freeze_layers} layers" if options.freeze_layers else "")
         frozen_cache.maybe_attach(task, model, options.freeze_layers, options.cache_frozen, ctx,
-                                  train.precision)
+                                  compute)
+    if options.head_init == "probe" and not resume:  # a resumed run has its head already
+        head_probe.warm_up_head(model, task, compute)
     run = eval_once_per_epoch(run, task, ctx)
     if ctx.is_main:
         log.info("%s: %d training examples, %d labels%s; model %s, %.2fM parameters", run.task,

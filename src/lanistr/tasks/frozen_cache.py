@@ -79,8 +79,9 @@ def attach(task, model: nn.Module, num_layers: int, precision: str = "fp32") -> 
                        if task.eval_data is not None else None)
     total = task.train_cache.nbytes + (task.eval_cache.nbytes if task.eval_cache else 0)
     log.info("frozen layers: the output of the embeddings + %d layers is computed once and "
-             "cached (%.2f GB, %.0f s); training runs the %d layers above it", num_layers,
-             total / 1e9, time.perf_counter() - t, model.config.num_layers - num_layers)
+             "cached (%.2f GB, %.0f s, in %s); training runs the %d layers above it", num_layers,
+             total / 1e9, time.perf_counter() - t, precision,
+             model.config.num_layers - num_layers)
 
 
 def maybe_attach(task, model: nn.Module, freeze_layers: int, enabled: bool, ctx,

@@ -86,6 +86,9 @@ class FinetuneOptions:
     # frozen layers run once per example, without dropout, and their output is cached
     # (lanistr.tasks.frozen_cache); later steps run only the layers above
     cache_frozen: bool = True
+    # the new head's start: random, or a logistic regression fitted to the pretrained
+    # features first (lanistr.tasks.head_probe; LP-FT)
+    head_init: Literal["random", "probe"] = "random"
     # the default recipe (lanistr.tasks.recipe) fills in what the config does not say
     recipe: Literal["auto", "off"] = "auto"
     # what it chose and why (written by the recipe into run_config.yaml; ignored on input)

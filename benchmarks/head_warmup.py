@@ -1,0 +1,110 @@
+"""The head warm-up (``finetune.head_init: probe``, LP-FT) against a random new head, on held-out
+training data: the default recipe from converted MiniLM, ``--train-size`` training examples of
+each dataset, scored on ``--held-out`` OTHER training examples (the seed-0 split of
+``_common.held_out_split``; test sets not read), per training seed.
+
+    python benchmarks/head_warmup.py --seeds 0,1 [--arms random,probe]
+
+The ``random`` arm is the default recipe unchanged: the same runs as the shuffled arm of
+``length_grouping.py`` (same split, seeds and settings; fine-tuning is deterministic per seed,
+so ``--arms probe`` may be compared with those). Results: ``benchmarks/results/head_warmup.json``
+and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+
+ARMS = ("random", "probe")
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# Head warm-up (LP-FT) vs a random new head", "",
+        f"Written by `benchmarks/head_warmup.py`: the default recipe from converted MiniLM, "
+        f"{result['train_size']} training examples of each dataset, scored on "
+        f"{result['held_out']} other training examples (seed-0 split; test sets not read), "
+        f"{result['epochs']} epochs, {result['machine']['torch_threads']} threads. "
+        + result.get("note", ""), "",
+        "| dataset | seed | head | held-out per epoch | wall s |", "|---|---:|---|---|---:|"]
+    deltas = []
+    for name, seeds in result["datasets"].items():
+        for seed, arms in seeds.items():
+            for arm, r in arms.items():
+                metric = [" / ".join(f"{v:.3f}" for v in e.values())
+                          for e in r["held_out_per_epoch"]]
+                lines.append(f"| {name} | {seed} | {arm} | {'; '.join(metric)} | "
+                             f"{r['wall_s']} |")
+            if all(a in arms for a in ARMS):
+                last = [next(iter(arms[a]["held_out_per_epoch"][-1].values())) for a in ARMS]
+                deltas.append((name, seed, last[1] - last[0]))
+    lines += ["", "Held-out metrics per epoch: accuracy / macro-F1 (Brown: token accuracy)."]
+    if deltas:
+        mean = sum(d for *_, d in deltas) / len(deltas)
+        lines += ["", "Last-epoch held-out accuracy, probe minus random: "
+                  + ", ".join(f"{n} seed {s} {100 * d:+.1f}" for n, s, d in deltas)
+                  + f" points; mean {100 * mean:+.2f} over {len(deltas)} pairs."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default="reuters-r8,spamassassin,20newsgroups,brown")
+    p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1 (the split stays)")
+    p.add_argument("--train-size", type=int, default=2000)
+    p.add_argument("--held-out", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--arms", default=",".join(ARMS), help="which of random,probe to run")
+    p.add_argument("--reuse", help="take the random arm from this length_grouping.py result "
+                   "(its shuffled arm: the same runs) instead of running it")
+    p.add_argument("--work", default="/tmp/lanistr-head-warmup")
+    p.add_argument("--out", default=str(_common.RESULTS / "head_warmup.json"))
+    args = p.parse_args(argv)
+    from lanistr.io import write_text
+
+    _common.setup_torch(args.threads)
+    work = Path(args.work)
+    minilm = _common.converted_minilm(work / "minilm")
+    out = Path(args.out)
+    result = {"train_size": args.train_size, "held_out": args.held_out, "epochs": args.epochs,
+              "machine": _common.machine_info(), "datasets": {}}
+    if out.is_file():  # add seeds, datasets or arms to a run of the same setup
+        old = json.loads(out.read_text(encoding="utf-8"))
+        if all(old.get(k) == result[k] for k in ("train_size", "held_out", "epochs")):
+            result["datasets"] = old.get("datasets", {})
+    if args.reuse:
+        old = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
+        result["note"] = (f"The random arms are the shuffled arms of `{Path(args.reuse).name}` "
+                          "(the same runs).")
+        for name, seeds in old["datasets"].items():
+            for seed, arms in seeds.items():
+                if "shuffled" in arms:
+                    result["datasets"].setdefault(name, {}).setdefault(seed, {})[
+                        "random"] = arms["shuffled"]
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for dataset in args.datasets.split(","):
+            (work / dataset).mkdir(parents=True, exist_ok=True)
+            train, held = _common.held_out_split(dataset, work / dataset, args.train_size,
+                                                 args.held_out)
+            for arm in args.arms.split(","):
+                r = _common.held_out_finetune(minilm, dataset, train, held, args.epochs, seed,
+                                              work / dataset / arm,
+                                              {"finetune": {"head_init": arm}})
+                arms = result["datasets"].setdefault(dataset, {}).setdefault(str(seed), {})
+                arms[arm] = r
+                print(dataset, seed, arm, r, flush=True)
+                _common.write_json("head_warmup", result, out)
+                write_text(out.with_suffix(".md"), markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
