@@ -16,14 +16,19 @@ def register(sub) -> None:
             "e.g. pooling: mean, dropout, use_pooler), `data` (train, eval, test files; "
             "eval_fraction; text_field, text_pair_field, label_field for JSONL/CSV/TSV; CoNLL "
             "files for tag; max_len; tokenizer), `finetune` (freeze_embeddings, freeze_layers, "
-            "layer_lr_decay, class_weights none|balanced, patience, metric) and `train` (the "
-            "loop's settings). Fine-tuning defaults where `train` does not say: epochs=3, "
+            "cache_frozen, head_init random|probe, layer_lr_decay, class_weights "
+            "none|balanced, patience, metric, recipe auto|off) and `train` (the loop's "
+            "settings). The default recipe (finetune.recipe: auto) fills in what the config "
+            "does not say from the training data (learning rate, epochs, max_len and "
+            "truncation, held-out share, frozen layers, pooling, class weights, the head "
+            "warm-up), prints each choice with its reason and records it in run_config.yaml; "
+            "what you set wins. With recipe: off, defaults where `train` does not say: epochs=3, "
             "batch_size=16, warmup_ratio=0.1, lr=5e-5 (5e-4 from scratch), precision=auto "
             "(bf16 autocast where the CPU or GPU computes bf16 natively, else fp32), "
             "evaluation once per epoch (group_by_length=true: batches of similar lengths, "
             "less padding, faster but measured to cost some accuracy). The label set is the "
-            "sorted set of training labels. With held-out data the best model on finetune.metric is kept (default macro_f1 / entity_f1 / "
-            "token_accuracy) and training stops after `patience` evaluations without gain."),
+            "sorted set of training labels. With held-out data the best model on "
+            "finetune.metric is kept (default macro_f1 / entity_f1 / token_accuracy) and training stops after `patience` evaluations without gain."),
         epilog="example: lanistr finetune --config examples/finetune_spam.yaml "
                "--output runs/spam",
     )
