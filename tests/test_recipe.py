@@ -58,16 +58,21 @@ def test_choices_follow_the_data():
     assert "model.dropout" not in _chosen(_stats(dropout=0.0), {"model": {"dropout": 0.0}})
     scratch = _chosen(_stats(from_scratch=True, num_layers=2))
     assert scratch["train.lr"] == 5e-4 and "finetune.freeze_layers" not in scratch
+    # a pretrained encoder's new head is fitted to its features first; from scratch there are
+    # no features worth fitting
+    assert got["finetune.head_init"] == "probe" and "finetune.head_init" not in scratch
+    assert _chosen(_stats(task="tag"))["finetune.head_init"] == "probe"
     tag = _chosen(_stats(task="tag"))
     assert "model.pooling" not in tag and "finetune.class_weights" not in tag
 
 
 def test_what_the_user_sets_wins():
     raw = {"train": {"lr": 2e-5, "epochs": 1}, "data": {"max_len": 64, "eval_fraction": 0.0},
-           "model": {"pooling": "first"}, "finetune": {"freeze_layers": 0}}
+           "model": {"pooling": "first"}, "finetune": {"freeze_layers": 0, "head_init": "random"}}
     got = _chosen(_stats(), raw)
     for key in ("train.lr", "train.epochs", "data.max_len", "data.eval_fraction",
-                "model.pooling", "model.use_pooler", "finetune.freeze_layers"):
+                "model.pooling", "model.use_pooler", "finetune.freeze_layers",
+                "finetune.head_init"):
         assert key not in got
     assert "data.eval_fraction" not in _chosen(_stats(has_eval=True))
 
