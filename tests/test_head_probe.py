@@ -118,3 +118,19 @@ def test_warm_up_head_fits_the_training_data_better_than_a_random_head():
     for k, v in model.state_dict().items():  # only the head moved
         if not k.startswith("classifier"):
             assert torch.equal(v, body[k]), k
+
+
+def test_a_fit_that_goes_non_finite_leaves_the_random_head(monkeypatch, caplog):
+    import lanistr.tasks.head_probe as hp
+
+    torch.manual_seed(0)
+    config = LanistrConfig.from_any({"preset": "tiny", "vocab_size": 60, "labels": ["a", "b"]})
+    model = LanistrForSequenceClassification(config)
+    task = ClassificationTask(_toy(), None, config.labels, _Tok(), FinetuneOptions(), {})
+    head = model.classifier.out.weight.clone()
+    monkeypatch.setattr(hp, "fit_linear", lambda x, y, k, cw: (
+        torch.full((k, x.shape[1]), float("nan")), torch.zeros(k)))
+    with caplog.at_level("WARNING", logger="lanistr"):
+        warm_up_head(model, task)
+    assert torch.equal(model.classifier.out.weight, head)
+    assert "the head starts random" in caplog.text

@@ -107,6 +107,10 @@ def warm_up_head(model: nn.Module, task, precision: str = "fp32") -> None:
         return
     linear = model.classifier.out
     w, b = fit_linear(x, y, linear.out_features, task.class_weight)
+    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+        log.warning("finetune.head_init=probe: the fit did not converge to finite weights "
+                    "(features not finite?); the head starts random")
+        return
     with torch.no_grad():
         linear.weight.copy_(w.to(linear.weight.dtype))
         linear.bias.copy_(b.to(linear.bias.dtype))
