@@ -226,6 +226,56 @@ def held_out_finetune(minilm: Path, dataset: str, train: Path, held: Path, epoch
             "load_average": load_average()}
 
 
+def add_held_out_args(p, work: str) -> None:
+    """The arguments of a held-out A/B study (:func:`held_out_study`)."""
+    p.add_argument("--datasets", default="reuters-r8,spamassassin,20newsgroups,brown")
+    p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1 (the split stays)")
+    p.add_argument("--train-size", type=int, default=2000)
+    p.add_argument("--held-out", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--work", default=work)
+
+
+def held_out_study(args, name: str, result: dict, arms: dict[str, dict], out: Path,
+                   markdown: Callable[[dict], str]) -> None:
+    """Every seed x dataset x arm of a held-out A/B study (an arm: run-config sections for
+    :func:`held_out_finetune`); ``result["datasets"][dataset][seed][arm]`` gets each run, and
+    the JSON and its Markdown are rewritten after every run."""
+    from lanistr.io import write_text
+
+    work = Path(args.work)
+    minilm = converted_minilm(work / "minilm")
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for dataset in args.datasets.split(","):
+            (work / dataset).mkdir(parents=True, exist_ok=True)
+            train, held = held_out_split(dataset, work / dataset, args.train_size, args.held_out)
+            for arm, sections in arms.items():
+                r = held_out_finetune(minilm, dataset, train, held, args.epochs, seed,
+                                      work / dataset / arm, sections)
+                result["datasets"].setdefault(dataset, {}).setdefault(str(seed), {})[arm] = r
+                print(dataset, seed, arm, r, flush=True)
+                write_json(name, result, out)
+                write_text(out.with_suffix(".md"), markdown(result))
+
+
+def last_epoch_deltas(result: dict, base: str, other: str, label: str) -> list[str]:
+    """Markdown lines: the last-epoch held-out first metric, ``other`` minus ``base``, per
+    (dataset, seed) that has both arms, and their mean."""
+    deltas = []
+    for name, seeds in result["datasets"].items():
+        for seed, arms in seeds.items():
+            if base in arms and other in arms:
+                a, b = (next(iter(arms[x]["held_out_per_epoch"][-1].values()))
+                        for x in (base, other))
+                deltas.append((f"{name} seed {seed} {100 * (b - a):+.1f}", b - a))
+    if not deltas:
+        return []
+    mean = sum(d for _, d in deltas) / len(deltas)
+    return ["", f"Last-epoch held-out accuracy, {label}: " + ", ".join(t for t, _ in deltas)
+            + f" points; mean {100 * mean:+.2f} over {len(deltas)} pairs."]
+
+
 def write_json(name: str, data: dict, out: str | os.PathLike | None = None) -> Path:
     """Write a result (atomically) to ``out`` or ``benchmarks/results/<name>.json``."""
     from lanistr.io import write_json as atomic_write_json

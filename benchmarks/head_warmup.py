@@ -34,7 +34,6 @@ def markdown(result: dict) -> str:
         f"{result['epochs']} epochs, {result['machine']['torch_threads']} threads. "
         + result.get("note", ""), "",
         "| dataset | seed | head | held-out per epoch | wall s |", "|---|---:|---|---|---:|"]
-    deltas = []
     for name, seeds in result["datasets"].items():
         for seed, arms in seeds.items():
             for arm, r in arms.items():
@@ -42,37 +41,20 @@ def markdown(result: dict) -> str:
                           for e in r["held_out_per_epoch"]]
                 lines.append(f"| {name} | {seed} | {arm} | {'; '.join(metric)} | "
                              f"{r['wall_s']} |")
-            if all(a in arms for a in ARMS):
-                last = [next(iter(arms[a]["held_out_per_epoch"][-1].values())) for a in ARMS]
-                deltas.append((name, seed, last[1] - last[0]))
     lines += ["", "Held-out metrics per epoch: accuracy / macro-F1 (Brown: token accuracy)."]
-    if deltas:
-        mean = sum(d for *_, d in deltas) / len(deltas)
-        lines += ["", "Last-epoch held-out accuracy, probe minus random: "
-                  + ", ".join(f"{n} seed {s} {100 * d:+.1f}" for n, s, d in deltas)
-                  + f" points; mean {100 * mean:+.2f} over {len(deltas)} pairs."]
+    lines += _common.last_epoch_deltas(result, "random", "probe", "probe minus random")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", default="reuters-r8,spamassassin,20newsgroups,brown")
-    p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1 (the split stays)")
-    p.add_argument("--train-size", type=int, default=2000)
-    p.add_argument("--held-out", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0)
+    _common.add_held_out_args(p, "/tmp/lanistr-head-warmup")
     p.add_argument("--arms", default=",".join(ARMS), help="which of random,probe to run")
     p.add_argument("--reuse", help="take the random arm from this length_grouping.py result "
                    "(its shuffled arm: the same runs) instead of running it")
-    p.add_argument("--work", default="/tmp/lanistr-head-warmup")
     p.add_argument("--out", default=str(_common.RESULTS / "head_warmup.json"))
     args = p.parse_args(argv)
-    from lanistr.io import write_text
-
     _common.setup_torch(args.threads)
-    work = Path(args.work)
-    minilm = _common.converted_minilm(work / "minilm")
     out = Path(args.out)
     result = {"train_size": args.train_size, "held_out": args.held_out, "epochs": args.epochs,
               "machine": _common.machine_info(), "datasets": {}}
@@ -89,20 +71,8 @@ def main(argv=None) -> int:
                 if "shuffled" in arms:
                     result["datasets"].setdefault(name, {}).setdefault(seed, {})[
                         "random"] = arms["shuffled"]
-    for seed in [int(x) for x in args.seeds.split(",")]:
-        for dataset in args.datasets.split(","):
-            (work / dataset).mkdir(parents=True, exist_ok=True)
-            train, held = _common.held_out_split(dataset, work / dataset, args.train_size,
-                                                 args.held_out)
-            for arm in args.arms.split(","):
-                r = _common.held_out_finetune(minilm, dataset, train, held, args.epochs, seed,
-                                              work / dataset / arm,
-                                              {"finetune": {"head_init": arm}})
-                arms = result["datasets"].setdefault(dataset, {}).setdefault(str(seed), {})
-                arms[arm] = r
-                print(dataset, seed, arm, r, flush=True)
-                _common.write_json("head_warmup", result, out)
-                write_text(out.with_suffix(".md"), markdown(result))
+    arms = {arm: {"finetune": {"head_init": arm}} for arm in args.arms.split(",")}
+    _common.held_out_study(args, "head_warmup", result, arms, out, markdown)
     return 0
 
 

@@ -37,7 +37,6 @@ def markdown(result: dict) -> str:
         "the frozen-layer cache (built length-sorted in both arms).", "",
         "| dataset | seed | batches | held-out per epoch | padding | loop s | wall s | "
         "loop speed-up |", "|---|---:|---|---|---:|---:|---:|---:|"]
-    deltas = []
     for name, seeds in result["datasets"].items():
         for seed, arms in seeds.items():
             for arm, r in arms.items():
@@ -47,44 +46,28 @@ def markdown(result: dict) -> str:
                          if arm == "grouped" and "shuffled" in arms else "")
                 lines.append(f"| {name} | {seed} | {arm} | {'; '.join(metric)} | "
                              f"{r['padding_pct']}% | {r['loop_s']} | {r['wall_s']} | {speed} |")
-            if len(arms) == 2:
-                first = [next(iter(arms[a]["held_out_per_epoch"][-1].values())) for a in ARMS]
-                deltas.append((name, seed, first[1] - first[0]))
     keys = {k for seeds in result["datasets"].values() for arms in seeds.values()
             for r in arms.values() for e in r["held_out_per_epoch"] for k in e}
     lines += ["", f"Held-out metrics per epoch: {', '.join(sorted(keys))} (in that order). "
               "Load averages in `length_grouping.json`."]
-    if deltas:
-        mean = sum(d for *_, d in deltas) / len(deltas)
-        lines += ["", "Last-epoch held-out accuracy, grouped minus shuffled: "
-                  + ", ".join(f"{n} seed {s} {100 * d:+.1f}" for n, s, d in deltas)
-                  + f" points; mean {100 * mean:+.2f} over {len(deltas)} pairs."]
+    lines += _common.last_epoch_deltas(result, "shuffled", "grouped", "grouped minus shuffled")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", default="reuters-r8,spamassassin,20newsgroups,brown")
-    p.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1 (the split stays)")
-    p.add_argument("--train-size", type=int, default=2000)
-    p.add_argument("--held-out", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--work", default="/tmp/lanistr-length-grouping")
+    _common.add_held_out_args(p, "/tmp/lanistr-length-grouping")
     p.add_argument("--out", default=str(_common.RESULTS / "length_grouping.json"))
     p.add_argument("--fresh", action="store_true", help="drop the results already in --out")
     p.add_argument("--arms", default=",".join(ARMS), help="which of shuffled,grouped to run")
     p.add_argument("--mega", type=int, default=0,
                    help="global batches per length-sorted mega-batch (default: the trainer's)")
     args = p.parse_args(argv)
-    from lanistr.io import write_text
     from lanistr.tasks.trainer import GlobalOrder
 
     if args.mega:  # the runs train in this process
         GlobalOrder.MEGA = args.mega
     _common.setup_torch(args.threads)
-    work = Path(args.work)
-    minilm = _common.converted_minilm(work / "minilm")
     out = Path(args.out)
     result = {"train_size": args.train_size, "held_out": args.held_out, "epochs": args.epochs,
               "mega": GlobalOrder.MEGA, "machine": _common.machine_info(), "datasets": {}}
@@ -93,19 +76,8 @@ def main(argv=None) -> int:
         if all(old.get(k, 50 if k == "mega" else None) == result[k]
                for k in ("train_size", "held_out", "epochs", "mega")):
             result["datasets"] = old.get("datasets", {})
-    for seed in [int(x) for x in args.seeds.split(",")]:
-        for dataset in args.datasets.split(","):
-            (work / dataset).mkdir(parents=True, exist_ok=True)
-            train, held = _common.held_out_split(dataset, work / dataset, args.train_size,
-                                                 args.held_out)
-            for arm, grouped in ((a, ARMS[a]) for a in args.arms.split(",")):
-                r = _common.held_out_finetune(
-                    minilm, dataset, train, held, args.epochs, seed, work / dataset / arm,
-                    {"train": {"group_by_length": grouped}})
-                result["datasets"].setdefault(dataset, {}).setdefault(str(seed), {})[arm] = r
-                print(dataset, seed, arm, r, flush=True)
-                _common.write_json("length_grouping", result, out)
-                write_text(out.with_suffix(".md"), markdown(result))
+    arms = {a: {"train": {"group_by_length": ARMS[a]}} for a in args.arms.split(",")}
+    _common.held_out_study(args, "length_grouping", result, arms, out, markdown)
     return 0
 
 
