@@ -259,6 +259,19 @@ def held_out_study(args, name: str, result: dict, arms: dict[str, dict], out: Pa
                 write_text(out.with_suffix(".md"), markdown(result))
 
 
+def held_out_intro(script: str, result: dict) -> str:
+    """The opening of a held-out study's Markdown: what ran, on what."""
+    return (f"Written by `benchmarks/{script}`: the default recipe from converted MiniLM, "
+            f"{result['train_size']} training examples of each dataset, scored on "
+            f"{result['held_out']} other training examples (seed-0 split; test sets not read), "
+            f"{result['epochs']} epochs")
+
+
+def epoch_cells(run: dict) -> str:
+    """A run's held-out metrics per epoch, for a table cell."""
+    return "; ".join(" / ".join(f"{v:.3f}" for v in e.values()) for e in run["held_out_per_epoch"])
+
+
 def last_epoch_deltas(result: dict, base: str, other: str, label: str) -> list[str]:
     """Markdown lines: the last-epoch held-out first metric, ``other`` minus ``base``, per
     (dataset, seed) that has both arms, and their mean."""

@@ -28,18 +28,13 @@ ARMS = ("random", "probe")
 def markdown(result: dict) -> str:
     lines = [
         "# Head warm-up (LP-FT) vs a random new head", "",
-        f"Written by `benchmarks/head_warmup.py`: the default recipe from converted MiniLM, "
-        f"{result['train_size']} training examples of each dataset, scored on "
-        f"{result['held_out']} other training examples (seed-0 split; test sets not read), "
-        f"{result['epochs']} epochs, {result['machine']['torch_threads']} threads. "
-        + result.get("note", ""), "",
+        _common.held_out_intro("head_warmup.py", result)
+        + f", {result['machine']['torch_threads']} threads. " + result.get("note", ""), "",
         "| dataset | seed | head | held-out per epoch | wall s |", "|---|---:|---|---|---:|"]
     for name, seeds in result["datasets"].items():
         for seed, arms in seeds.items():
             for arm, r in arms.items():
-                metric = [" / ".join(f"{v:.3f}" for v in e.values())
-                          for e in r["held_out_per_epoch"]]
-                lines.append(f"| {name} | {seed} | {arm} | {'; '.join(metric)} | "
+                lines.append(f"| {name} | {seed} | {arm} | {_common.epoch_cells(r)} | "
                              f"{r['wall_s']} |")
     lines += ["", "Held-out metrics per epoch: accuracy / macro-F1 (Brown: token accuracy)."]
     lines += _common.last_epoch_deltas(result, "random", "probe", "probe minus random")

@@ -28,10 +28,8 @@ ARMS = {"shuffled": False, "grouped": True}
 def markdown(result: dict) -> str:
     lines = [
         "# Length-grouped training batches vs shuffled batches", "",
-        f"Written by `benchmarks/length_grouping.py`: the default recipe from converted MiniLM, "
-        f"{result['train_size']} training examples of each dataset, scored on "
-        f"{result['held_out']} other training examples (seed-0 split; test sets not read), "
-        f"{result['epochs']} epochs, training seeds as listed, the two arms one after the other "
+        _common.held_out_intro("length_grouping.py", result)
+        + ", training seeds as listed, the two arms one after the other "
         f"in one invocation, {result['machine']['torch_threads']} threads; mega-batches of "
         f"{result.get('mega', 50)} global batches. Loop = wall time less "
         "the frozen-layer cache (built length-sorted in both arms).", "",
@@ -40,11 +38,9 @@ def markdown(result: dict) -> str:
     for name, seeds in result["datasets"].items():
         for seed, arms in seeds.items():
             for arm, r in arms.items():
-                metric = [" / ".join(f"{v:.3f}" for v in e.values())
-                          for e in r["held_out_per_epoch"]]
                 speed = (f"{arms['shuffled']['loop_s'] / r['loop_s']:.2f}x"
                          if arm == "grouped" and "shuffled" in arms else "")
-                lines.append(f"| {name} | {seed} | {arm} | {'; '.join(metric)} | "
+                lines.append(f"| {name} | {seed} | {arm} | {_common.epoch_cells(r)} | "
                              f"{r['padding_pct']}% | {r['loop_s']} | {r['wall_s']} | {speed} |")
     keys = {k for seeds in result["datasets"].values() for arms in seeds.values()
             for r in arms.values() for e in r["held_out_per_epoch"] for k in e}
