@@ -28,7 +28,8 @@ def register(sub) -> None:
             "evaluation once per epoch (group_by_length=true: batches of similar lengths, "
             "less padding, faster but measured to cost some accuracy). The label set is the "
             "sorted set of training labels. With held-out data the best model on "
-            "finetune.metric is kept (default macro_f1 / entity_f1 / token_accuracy) and training stops after `patience` evaluations without gain."),
+            "finetune.metric is kept (default macro_f1 / entity_f1 / token_accuracy) and "
+            "training stops after `patience` evaluations without gain."),
         epilog="example: lanistr finetune --config examples/finetune_spam.yaml "
                "--output runs/spam",
     )

@@ -55,15 +55,6 @@ FREEZE_MIN_LAYERS = 6
 #: layer trained, held-out: SpamAssassin 0.994 accuracy with dropout 0.1 vs 0.982 without,
 #: Reuters-R8 0.971 (macro-F1 0.911) vs 0.969 (0.897)
 FINETUNE_DROPOUT = 0.1
-#: the head warm-up (LP-FT, finetune.head_init: probe) for a pretrained encoder. Measured on
-#: 2,000 training examples, 1,000 other training examples held out, 2 epochs, seeds 0 and 1
-#: (benchmarks/head_warmup.py; rule set before the first result: adopt at a mean of >= +0.3
-#: points with 20 Newsgroups not losing): held-out accuracy vs a random head 20 Newsgroups
-#: +2.1/+2.6, Reuters-R8 +0.6/+0.3, SpamAssassin +0.1/-0.4, Brown +0.3/+0.2; mean +0.73.
-#: On the whole test sets after adoption (3 seeds, classification_quality.md against
-#: classification_quality_random_head.md) much less: 20 Newsgroups +0.9, SpamAssassin -0.7,
-#: Reuters-R8 0.0, Brown 0.0
-PROBE_HEAD = True
 
 
 @dataclass
@@ -200,8 +191,16 @@ def choose(stats: DataStats, raw: dict) -> Recipe:
              f"{k} stay frozen, their output is computed once per example and cached, so every "
              f"step runs only the top {stats.num_layers - k}")
 
-    # -- the new head fitted to the pretrained features first (lanistr.tasks.head_probe)
-    if PROBE_HEAD and not stats.from_scratch:
+    # -- the new head fitted to the pretrained features first (lanistr.tasks.head_probe).
+    # the head warm-up (LP-FT, finetune.head_init: probe) for a pretrained encoder. Measured on
+    # 2,000 training examples, 1,000 other training examples held out, 2 epochs, seeds 0 and 1
+    # (benchmarks/head_warmup.py; rule set before the first result: adopt at a mean of >= +0.3
+    # points with 20 Newsgroups not losing): held-out accuracy vs a random head 20 Newsgroups
+    # +2.1/+2.6, Reuters-R8 +0.6/+0.3, SpamAssassin +0.1/-0.4, Brown +0.3/+0.2; mean +0.73.
+    # On the whole test sets after adoption (3 seeds, classification_quality.md against
+    # classification_quality_random_head.md) much less: 20 Newsgroups +0.9, SpamAssassin -0.7,
+    # Reuters-R8 0.0, Brown 0.0
+    if not stats.from_scratch:
         pick("finetune.head_init", "probe",
              "a pretrained encoder: its new head is first fitted to the encoder's features (a "
              "logistic regression, seconds), then everything fine-tunes from there (LP-FT)")
